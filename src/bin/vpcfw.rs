@@ -1,0 +1,156 @@
+//! `vpcfw`: AWS VPC Network ACLs and Security Groups, offline and exact.
+
+use clap::{Parser, Subcommand};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vpcfw::aws;
+use vpcfw::compile::CompiledPolicy;
+use vpcfw::events::{self, Event};
+use vpcfw::firewall::Firewall;
+
+#[derive(Parser)]
+#[command(
+    name = "vpcfw",
+    version,
+    about = "AWS VPC Network ACLs and Security Groups, enforced exactly as AWS does"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Judge JSON event lines against a snapshot: one JSON answer line per input line.
+    Eval {
+        /// Snapshot directory of `aws ec2 describe-*` JSON files.
+        #[arg(long, value_name = "DIR")]
+        snapshot: PathBuf,
+        /// Event file (JSON lines); standard input when absent.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+        /// Cap on live tracked connections per instance.
+        #[arg(long, value_name = "N")]
+        allowance: Option<u32>,
+        /// Add the whole path (every step, its rule, the ENIs) to each answer.
+        #[arg(long)]
+        trace: bool,
+        /// Do not print load warnings.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Eval {
+            snapshot,
+            events,
+            allowance,
+            trace,
+            quiet,
+        } => eval(&snapshot, events.as_deref(), allowance, trace, quiet),
+    }
+}
+
+/// Loads and compiles a snapshot directory, printing warnings unless `quiet`.
+fn load(dir: &Path, quiet: bool) -> Result<CompiledPolicy, String> {
+    let snap = aws::load_dir(dir).map_err(|e| e.to_string())?;
+    if !quiet {
+        for w in &snap.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    CompiledPolicy::compile(snap.policy).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn eval(
+    snapshot: &Path,
+    events_file: Option<&Path>,
+    allowance: Option<u32>,
+    trace: bool,
+    quiet: bool,
+) -> ExitCode {
+    let policy = match load(snapshot, quiet) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vpcfw: cannot load snapshot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let input: Box<dyn Read> = match events_file {
+        None => Box::new(io::stdin().lock()),
+        Some(f) => match std::fs::File::open(f) {
+            Ok(file) => Box::new(file),
+            Err(e) => {
+                eprintln!("vpcfw: cannot open events file {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut fw = Firewall::new(policy, allowance);
+    let mut reader = BufReader::with_capacity(1 << 16, input);
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("vpcfw: reading events: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        line_no += 1;
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        let answer = match std::str::from_utf8(&buf) {
+            Err(_) => serde_json::json!({"error": format!("line {line_no}: not valid UTF-8")}),
+            Ok(line) => match events::parse_event(line) {
+                Err(e) => serde_json::json!({"error": format!("line {line_no}: {e}")}),
+                Ok(Event::Reload { dir }) => match load(Path::new(&dir), quiet) {
+                    Ok(p) => {
+                        fw.reload(p);
+                        serde_json::json!({"reload": "ok"})
+                    }
+                    Err(e) => serde_json::json!({"reload": "error", "error": e}),
+                },
+                Ok(Event::Packet { t, packet }) => match fw.process(t, &packet) {
+                    Ok(v) => events::answer(fw.policy(), &v, trace),
+                    Err(e) => serde_json::json!({"error": format!("line {line_no}: {e}")}),
+                },
+            },
+        };
+        let written = serde_json::to_writer(&mut out, &answer)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| {
+                if reader.buffer().is_empty() {
+                    out.flush()
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = written {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("vpcfw: writing answers: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match out.flush() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vpcfw: writing answers: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
