@@ -304,7 +304,7 @@ impl CompiledPolicy {
             let nacl = p
                 .nacls
                 .iter()
-                .position(|n| n.subnet_ids.iter().any(|x| *x == s.id))
+                .position(|n| n.subnet_ids.contains(&s.id))
                 .or_else(|| {
                     p.nacls
                         .iter()
@@ -314,7 +314,7 @@ impl CompiledPolicy {
             let route_table = p
                 .route_tables
                 .iter()
-                .position(|t| t.subnet_ids.iter().any(|x| *x == s.id))
+                .position(|t| t.subnet_ids.contains(&s.id))
                 .or_else(|| {
                     p.route_tables
                         .iter()

@@ -1101,13 +1101,13 @@ impl SnapshotBuilder {
         let mut nacl_of: HashMap<&str, &str> = HashMap::new();
         for n in &self.policy.nacls {
             for s in &n.subnet_ids {
-                if let Some(prev) = nacl_of.insert(s, &n.id) {
-                    if prev != n.id {
-                        return Err(LoadError::global(format!(
-                            "subnet {s} is associated with two network ACLs ({prev} and {}); a subnet has exactly one",
-                            n.id
-                        )));
-                    }
+                if let Some(prev) = nacl_of.insert(s, &n.id)
+                    && prev != n.id
+                {
+                    return Err(LoadError::global(format!(
+                        "subnet {s} is associated with two network ACLs ({prev} and {}); a subnet has exactly one",
+                        n.id
+                    )));
                 }
             }
         }
@@ -1124,22 +1124,22 @@ impl SnapshotBuilder {
         let mut main_of: HashMap<&str, &str> = HashMap::new();
         for t in &self.policy.route_tables {
             for s in &t.subnet_ids {
-                if let Some(prev) = table_of.insert(s, &t.id) {
-                    if prev != t.id {
-                        return Err(LoadError::global(format!(
-                            "subnet {s} is associated with two route tables ({prev} and {})",
-                            t.id
-                        )));
-                    }
-                }
-            }
-            if t.main {
-                if let Some(prev) = main_of.insert(&t.vpc_id, &t.id) {
+                if let Some(prev) = table_of.insert(s, &t.id)
+                    && prev != t.id
+                {
                     return Err(LoadError::global(format!(
-                        "VPC {} has two main route tables ({prev} and {})",
-                        t.vpc_id, t.id
+                        "subnet {s} is associated with two route tables ({prev} and {})",
+                        t.id
                     )));
                 }
+            }
+            if t.main
+                && let Some(prev) = main_of.insert(&t.vpc_id, &t.id)
+            {
+                return Err(LoadError::global(format!(
+                    "VPC {} has two main route tables ({prev} and {})",
+                    t.vpc_id, t.id
+                )));
             }
         }
         // Stale references: kept (AWS keeps them), match nothing, reported.

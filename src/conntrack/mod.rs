@@ -16,7 +16,7 @@ impl Time {
     /// `secs` seconds after the clock's origin; `None` for negative, NaN or absurdly large
     /// values (beyond ~584 years).
     pub fn from_secs_f64(secs: f64) -> Option<Time> {
-        if !(secs >= 0.0) || secs > 1.8e10 {
+        if secs.is_nan() || !(0.0..=1.8e10).contains(&secs) {
             return None;
         }
         Some(Time((secs * 1e9).round() as u64))
@@ -491,6 +491,8 @@ mod tests {
         )
     }
 
+    type Steps<'a> = &'a [(Direction, &'a str)];
+
     /// Runs (direction, flags) steps from a fresh entry created by the first one.
     fn run(steps: &[(Direction, &str)]) -> Vec<&'static str> {
         let (d0, f0) = steps[0];
@@ -505,7 +507,7 @@ mod tests {
 
     #[test]
     fn tcp_table() {
-        let cases: &[(&[(Direction, &str)], &[&str])] = &[
+        let cases: &[(Steps, &[&str])] = &[
             (
                 &[(Out, "S"), (In, "SA"), (Out, "A")],
                 &["SYN_SENT", "SYN_RECV", "ESTABLISHED"],

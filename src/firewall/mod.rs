@@ -620,33 +620,33 @@ impl Firewall {
 
         // SPEC §5: a non-first fragment takes its first fragment's verdict.
         let frag_key = pkt.fragment.map(|f| (pkt.src, pkt.dst, pkt.proto, f.id));
-        if let (Some(f), Some(fk)) = (pkt.fragment, frag_key) {
-            if f.offset > 0 {
-                let v = match st.fragments.get(&fk) {
-                    Some(&(seen, v)) if now < seen.plus_secs(FRAGMENT_WINDOW_SECS) => v,
-                    _ => Verdict {
-                        decision: Decision::Reject,
-                        stage: Some(Stage::Malformed),
-                        reason: Reason::FragmentWithoutFirst,
-                        ..Verdict::accept(None, src_eni, dst_eni)
-                    },
-                };
-                count(&mut st.stats, &v);
-                return Ok(v);
-            }
+        if let (Some(f), Some(fk)) = (pkt.fragment, frag_key)
+            && f.offset > 0
+        {
+            let v = match st.fragments.get(&fk) {
+                Some(&(seen, v)) if now < seen.plus_secs(FRAGMENT_WINDOW_SECS) => v,
+                _ => Verdict {
+                    decision: Decision::Reject,
+                    stage: Some(Stage::Malformed),
+                    reason: Reason::FragmentWithoutFirst,
+                    ..Verdict::accept(None, src_eni, dst_eni)
+                },
+            };
+            count(&mut st.stats, &v);
+            return Ok(v);
         }
 
         let v = judge(p, self.allowance, st, now, pkt, &key, src_eni, dst_eni);
         count(&mut st.stats, &v);
-        if let (Some(f), Some(fk)) = (pkt.fragment, frag_key) {
-            if f.more {
-                if st.fragments.len() >= MAX_FRAGMENT_RECORDS {
-                    st.fragments
-                        .retain(|_, (seen, _)| now < seen.plus_secs(FRAGMENT_WINDOW_SECS));
-                }
-                if st.fragments.len() < MAX_FRAGMENT_RECORDS {
-                    st.fragments.insert(fk, (now, v));
-                }
+        if let (Some(f), Some(fk)) = (pkt.fragment, frag_key)
+            && f.more
+        {
+            if st.fragments.len() >= MAX_FRAGMENT_RECORDS {
+                st.fragments
+                    .retain(|_, (seen, _)| now < seen.plus_secs(FRAGMENT_WINDOW_SECS));
+            }
+            if st.fragments.len() < MAX_FRAGMENT_RECORDS {
+                st.fragments.insert(fk, (now, v));
             }
         }
         Ok(v)
@@ -823,16 +823,16 @@ fn sg_step(
         Direction::Ingress => Stage::SgIngress,
     };
 
-    if let Some(k) = tracking.key() {
-        if let Some(e) = st.flows.get_mut(k) {
-            let admits = e.admits(&tracking, dir);
-            if !e.is_alive(now, &ce.timeouts) || (admits && e.restarted_by(flags)) {
-                st.flows.remove(k);
-                st.held[ce.instance as usize] -= 1;
-            } else if admits {
-                e.advance(dir, flags, now);
-                return Ok(SgPass::Tracked);
-            }
+    if let Some(k) = tracking.key()
+        && let Some(e) = st.flows.get_mut(k)
+    {
+        let admits = e.admits(&tracking, dir);
+        if !e.is_alive(now, &ce.timeouts) || (admits && e.restarted_by(flags)) {
+            st.flows.remove(k);
+            st.held[ce.instance as usize] -= 1;
+        } else if admits {
+            e.advance(dir, flags, now);
+            return Ok(SgPass::Tracked);
         }
     }
 

@@ -118,6 +118,7 @@ impl<A: Addr> Prefix<A> {
     }
     /// The prefix length in bits.
     #[inline]
+    #[allow(clippy::len_without_is_empty)] // a prefix length, not a collection size
     pub fn len(&self) -> u8 {
         self.len
     }
