@@ -618,6 +618,13 @@ impl Firewall {
         let st = &mut self.state;
         st.stats.packets += 1;
 
+        // SPEC §3 step 1: exempt addresses are never filtered, fragments included.
+        if p.is_exempt(pkt.src) || p.is_exempt(pkt.dst) {
+            let v = Verdict::accept(Some(Stage::Exempt), src_eni, dst_eni);
+            count(&mut st.stats, &v);
+            return Ok(v);
+        }
+
         // SPEC §5: a non-first fragment takes its first fragment's verdict.
         let frag_key = pkt.fragment.map(|f| (pkt.src, pkt.dst, pkt.proto, f.id));
         if let (Some(f), Some(fk)) = (pkt.fragment, frag_key)
@@ -671,7 +678,7 @@ fn reject(stage: Stage, rule: Option<RuleRef>, reason: Reason, base: Verdict) ->
     }
 }
 
-/// SPEC §3, steps 1–6.
+/// SPEC §3, steps 2–6.
 #[allow(clippy::too_many_arguments)]
 fn judge(
     p: &CompiledPolicy,
@@ -683,12 +690,8 @@ fn judge(
     src_eni: Option<u32>,
     dst_eni: Option<u32>,
 ) -> Verdict {
+    // 1. exempt: handled by the caller.
     let mut v = Verdict::accept(None, src_eni, dst_eni);
-    // 1. exempt
-    if p.is_exempt(pkt.src) || p.is_exempt(pkt.dst) {
-        v.stage = Some(Stage::Exempt);
-        return v;
-    }
     let subnet = |eni: Option<u32>| eni.map(|e| p.enis[e as usize].subnet);
     let (src_subnet, dst_subnet) = (subnet(src_eni), subnet(dst_eni));
     let same_subnet = src_subnet.is_some() && src_subnet == dst_subnet;
