@@ -56,5 +56,6 @@ pub mod compile;
 pub mod conntrack;
 pub mod events;
 pub mod firewall;
+pub mod flowlog;
 pub mod matcher;
 pub mod policy;

@@ -8,6 +8,7 @@ use vpcfw::aws;
 use vpcfw::compile::CompiledPolicy;
 use vpcfw::events::{self, Event};
 use vpcfw::firewall::Firewall;
+use vpcfw::flowlog::FlowLog;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +37,12 @@ enum Command {
         /// Add the whole path (every step, its rule, the ENIs) to each answer.
         #[arg(long)]
         trace: bool,
+        /// Write VPC Flow Log records (version 2 default format) to this file.
+        #[arg(long, value_name = "FILE")]
+        flow_log: Option<PathBuf>,
+        /// Flow-log aggregation interval in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = vpcfw::flowlog::DEFAULT_INTERVAL_SECS)]
+        flow_log_interval: u32,
         /// Do not print load warnings.
         #[arg(long, short)]
         quiet: bool,
@@ -50,8 +57,19 @@ fn main() -> ExitCode {
             events,
             allowance,
             trace,
+            flow_log,
+            flow_log_interval,
             quiet,
-        } => eval(&snapshot, events.as_deref(), allowance, trace, quiet),
+        } => {
+            let opts = EvalOptions {
+                allowance,
+                trace,
+                quiet,
+                flow_log,
+                flow_log_interval,
+            };
+            eval(&snapshot, events.as_deref(), &opts)
+        }
     }
 }
 
@@ -66,13 +84,30 @@ fn load(dir: &Path, quiet: bool) -> Result<CompiledPolicy, String> {
     CompiledPolicy::compile(snap.policy).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-fn eval(
-    snapshot: &Path,
-    events_file: Option<&Path>,
+struct EvalOptions {
     allowance: Option<u32>,
     trace: bool,
     quiet: bool,
-) -> ExitCode {
+    flow_log: Option<PathBuf>,
+    flow_log_interval: u32,
+}
+
+/// Flow-log output of `eval`: the aggregator and its file.
+struct FlowLogSink {
+    log: FlowLog,
+    file: io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl FlowLogSink {
+    fn fail(&self, e: io::Error) -> ExitCode {
+        eprintln!("vpcfw: writing flow log {}: {e}", self.path.display());
+        ExitCode::from(2)
+    }
+}
+
+fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> ExitCode {
+    let (trace, quiet) = (opts.trace, opts.quiet);
     let policy = match load(snapshot, quiet) {
         Ok(p) => p,
         Err(e) => {
@@ -90,7 +125,21 @@ fn eval(
             }
         },
     };
-    let mut fw = Firewall::new(policy, allowance);
+    let mut sink = match &opts.flow_log {
+        None => None,
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some(FlowLogSink {
+                log: FlowLog::new(opts.flow_log_interval),
+                file: io::BufWriter::new(f),
+                path: path.clone(),
+            }),
+            Err(e) => {
+                eprintln!("vpcfw: cannot create flow log {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut fw = Firewall::new(policy, opts.allowance);
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -116,13 +165,25 @@ fn eval(
                 Err(e) => serde_json::json!({"error": format!("line {line_no}: {e}")}),
                 Ok(Event::Reload { dir }) => match load(Path::new(&dir), quiet) {
                     Ok(p) => {
+                        if let Some(s) = &mut sink {
+                            if let Err(e) = s.log.flush(fw.policy(), &mut s.file) {
+                                return s.fail(e);
+                            }
+                        }
                         fw.reload(p);
                         serde_json::json!({"reload": "ok"})
                     }
                     Err(e) => serde_json::json!({"reload": "error", "error": e}),
                 },
                 Ok(Event::Packet { t, packet }) => match fw.process(t, &packet) {
-                    Ok(v) => events::answer(fw.policy(), &v, trace),
+                    Ok(v) => {
+                        if let Some(s) = &mut sink {
+                            if let Err(e) = s.log.record(fw.policy(), t, &packet, &v, &mut s.file) {
+                                return s.fail(e);
+                            }
+                        }
+                        events::answer(fw.policy(), &v, trace)
+                    }
                     Err(e) => serde_json::json!({"error": format!("line {line_no}: {e}")}),
                 },
             },
@@ -143,6 +204,15 @@ fn eval(
             }
             eprintln!("vpcfw: writing answers: {e}");
             return ExitCode::from(2);
+        }
+    }
+    if let Some(s) = &mut sink {
+        if let Err(e) = s
+            .log
+            .flush(fw.policy(), &mut s.file)
+            .and_then(|()| s.file.flush())
+        {
+            return s.fail(e);
         }
     }
     match out.flush() {
