@@ -165,10 +165,10 @@ fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> Exit
                 Err(e) => serde_json::json!({"error": format!("line {line_no}: {e}")}),
                 Ok(Event::Reload { dir }) => match load(Path::new(&dir), quiet) {
                     Ok(p) => {
-                        if let Some(s) = &mut sink {
-                            if let Err(e) = s.log.flush(fw.policy(), &mut s.file) {
-                                return s.fail(e);
-                            }
+                        if let Some(s) = &mut sink
+                            && let Err(e) = s.log.flush(fw.policy(), &mut s.file)
+                        {
+                            return s.fail(e);
                         }
                         fw.reload(p);
                         serde_json::json!({"reload": "ok"})
@@ -177,10 +177,10 @@ fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> Exit
                 },
                 Ok(Event::Packet { t, packet }) => match fw.process(t, &packet) {
                     Ok(v) => {
-                        if let Some(s) = &mut sink {
-                            if let Err(e) = s.log.record(fw.policy(), t, &packet, &v, &mut s.file) {
-                                return s.fail(e);
-                            }
+                        if let Some(s) = &mut sink
+                            && let Err(e) = s.log.record(fw.policy(), t, &packet, &v, &mut s.file)
+                        {
+                            return s.fail(e);
                         }
                         events::answer(fw.policy(), &v, trace)
                     }
@@ -206,14 +206,13 @@ fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> Exit
             return ExitCode::from(2);
         }
     }
-    if let Some(s) = &mut sink {
-        if let Err(e) = s
+    if let Some(s) = &mut sink
+        && let Err(e) = s
             .log
             .flush(fw.policy(), &mut s.file)
             .and_then(|()| s.file.flush())
-        {
-            return s.fail(e);
-        }
+    {
+        return s.fail(e);
     }
     match out.flush() {
         Ok(()) => ExitCode::SUCCESS,
