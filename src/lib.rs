@@ -55,6 +55,7 @@ pub mod aws;
 pub mod compile;
 pub mod conntrack;
 pub mod events;
+pub mod explain;
 pub mod firewall;
 pub mod flowlog;
 pub mod matcher;

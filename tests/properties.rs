@@ -287,3 +287,48 @@ proptest! {
         prop_assert!(!matches!(r.stage, Some(Stage::SgEgress | Stage::SgIngress)), "reply {:?} after {:?}", r, v);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// `explain` annotates each step from the policy, independently of the compiled matchers:
+    /// its first matching NACL entry is the engine's deciding entry, and it lists an allowing
+    /// security-group rule exactly when the engine passed the step by a rule.
+    #[test]
+    fn explain_agrees_with_the_engine(
+        nacl in prop::collection::vec(nacl_rule(), 0..12),
+        sg in prop::collection::vec(sg_rule(), 0..12),
+        e in event(),
+    ) {
+        let policy = snapshot(&nacl_entries(&nacl), &sg);
+        let pkt = packet(&e);
+        let x = vpcfw::explain::explain(&policy, &pkt).unwrap();
+        let v = Firewall::new(policy.clone(), None).process(Time(0), &pkt).unwrap();
+        let req = &x["request"];
+        prop_assert_eq!(req["action"].as_str(), Some(v.decision.as_str()));
+        for step in req["steps"].as_array().unwrap() {
+            let stage = step["stage"].as_str().unwrap();
+            let status = step["status"].as_str().unwrap();
+            if let Some(entries) = step["entries"].as_array() {
+                let decided = entries.iter().find(|e| e["matched"] == true).unwrap();
+                let engine = match stage {
+                    "nacl-egress" if status == "pass" => v.nacl_egress,
+                    "nacl-ingress" if status == "pass" => v.nacl_ingress,
+                    _ => v.rule,
+                };
+                let name = engine.map(|r| policy.rule_name(r));
+                prop_assert_eq!(decided["rule"].as_str(), name.as_deref(), "{}", stage);
+            }
+            if let Some(allowed) = step["allowed_by"].as_array() {
+                let via = step["via"].as_str();
+                let by_rule = matches!(via, Some("new-entry" | "untracked" | "rule"));
+                if by_rule {
+                    prop_assert!(!allowed.is_empty(), "{} passed by a rule but explain lists none", stage);
+                }
+                if status == "reject" && v.stage != Some(Stage::ConntrackAllowance) {
+                    prop_assert!(allowed.is_empty(), "{} rejected but explain lists {:?}", stage, allowed);
+                }
+            }
+        }
+    }
+}

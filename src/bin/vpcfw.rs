@@ -47,6 +47,19 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Explain the whole path of one flow and of its reply: every step, every rule considered.
+    Explain {
+        /// Snapshot directory of `aws ec2 describe-*` JSON files.
+        #[arg(long, value_name = "DIR")]
+        snapshot: PathBuf,
+        /// The flow, e.g. "tcp 10.0.1.10:40000 -> 10.0.2.20:443", "icmp 10.0.1.10 -> 10.0.2.20 type 8",
+        /// "udp [2001:db8::1]:5353 -> [2001:db8::2]:53", "47 10.0.1.10 -> 192.0.2.1".
+        #[arg(long)]
+        flow: String,
+        /// Print JSON (schema in the `vpcfw::explain` docs) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +83,11 @@ fn main() -> ExitCode {
             };
             eval(&snapshot, events.as_deref(), &opts)
         }
+        Command::Explain {
+            snapshot,
+            flow,
+            json,
+        } => explain(&snapshot, &flow, json),
     }
 }
 
@@ -82,6 +100,32 @@ fn load(dir: &Path, quiet: bool) -> Result<CompiledPolicy, String> {
         }
     }
     CompiledPolicy::compile(snap.policy).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn explain(snapshot: &Path, flow: &str, json: bool) -> ExitCode {
+    let packet = match vpcfw::explain::parse_flow(flow) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vpcfw: --flow: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let policy = match load(snapshot, true) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vpcfw: cannot load snapshot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match vpcfw::explain::explain(&policy, &packet) {
+        Ok(x) if json => println!("{x:#}"),
+        Ok(x) => print!("{}", vpcfw::explain::render_text(&x)),
+        Err(e) => {
+            eprintln!("vpcfw: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 struct EvalOptions {
