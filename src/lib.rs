@@ -51,6 +51,7 @@
 //! `vpcfw eval` line protocol).
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod aws;
 pub mod compile;
 pub mod conntrack;

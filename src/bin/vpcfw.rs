@@ -47,6 +47,16 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Find shadowed and redundant rules, missing return paths, exposed ports, untracked flows,
+    /// stale references and quota problems. Exit status: 0 clean, 1 warnings, 2 errors.
+    Lint {
+        /// Snapshot directory of `aws ec2 describe-*` JSON files.
+        #[arg(long, value_name = "DIR")]
+        snapshot: PathBuf,
+        /// Print JSON: {"findings": [{code, severity, resources, message, hint}], "summary": {...}}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Explain the whole path of one flow and of its reply: every step, every rule considered.
     Explain {
         /// Snapshot directory of `aws ec2 describe-*` JSON files.
@@ -88,6 +98,7 @@ fn main() -> ExitCode {
             flow,
             json,
         } => explain(&snapshot, &flow, json),
+        Command::Lint { snapshot, json } => lint(&snapshot, json),
     }
 }
 
@@ -100,6 +111,36 @@ fn load(dir: &Path, quiet: bool) -> Result<CompiledPolicy, String> {
         }
     }
     CompiledPolicy::compile(snap.policy).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn lint(snapshot: &Path, json: bool) -> ExitCode {
+    use vpcfw::analysis::lint::{self, Severity};
+    let snap = match aws::load_dir(snapshot) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vpcfw: cannot load snapshot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let findings = lint::lint(&snap.policy);
+    let count = |sev| findings.iter().filter(|f| f.severity == sev).count();
+    let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+    if json {
+        let summary = serde_json::json!({"errors": errors, "warnings": warnings, "info": count(Severity::Info)});
+        println!(
+            "{:#}",
+            serde_json::json!({"findings": findings, "summary": summary})
+        );
+    } else {
+        print!("{}", lint::render_text(&findings));
+    }
+    ExitCode::from(if errors > 0 {
+        2
+    } else if warnings > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 fn explain(snapshot: &Path, flow: &str, json: bool) -> ExitCode {

@@ -1,0 +1,6 @@
+//! Exact analyses of a policy: lint (shadowed and redundant rules, missing return paths,
+//! exposed ports, untracked flows, stale references, quotas), over a box algebra of the header
+//! space a rule sees.
+
+pub mod lint;
+pub mod space;
