@@ -57,6 +57,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the traffic whose verdict changes between two snapshots, with an example flow per
+    /// region and what happens to live connections. Exit status: 0 no change, 1 changes, 2 error.
+    Diff {
+        /// The snapshot in force.
+        #[arg(long, value_name = "OLD")]
+        snapshot: PathBuf,
+        /// The snapshot to apply.
+        #[arg(long, value_name = "NEW")]
+        snapshot_new: PathBuf,
+        /// Print JSON: {"changes": [{src, dst, change, region, example, live_connections}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Explain the whole path of one flow and of its reply: every step, every rule considered.
     Explain {
         /// Snapshot directory of `aws ec2 describe-*` JSON files.
@@ -98,6 +111,11 @@ fn main() -> ExitCode {
             flow,
             json,
         } => explain(&snapshot, &flow, json),
+        Command::Diff {
+            snapshot,
+            snapshot_new,
+            json,
+        } => diff(&snapshot, &snapshot_new, json),
         Command::Lint { snapshot, json } => lint(&snapshot, json),
     }
 }
@@ -111,6 +129,36 @@ fn load(dir: &Path, quiet: bool) -> Result<CompiledPolicy, String> {
         }
     }
     CompiledPolicy::compile(snap.policy).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn diff(old: &Path, new: &Path, json: bool) -> ExitCode {
+    let load_policy = |dir: &Path| aws::load_dir(dir).map(|s| s.policy);
+    let (old, new) = match (load_policy(old), load_policy(new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("vpcfw: cannot load snapshot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let changes = vpcfw::analysis::diff::diff(&old, &new);
+    if json {
+        println!("{:#}", serde_json::json!({ "changes": changes }));
+    } else if changes.is_empty() {
+        println!("no change in what new connections may do");
+    } else {
+        let mut last = (String::new(), String::new());
+        for c in &changes {
+            if (c.src.as_str(), c.dst.as_str()) != (last.0.as_str(), last.1.as_str()) {
+                println!("{} -> {}", c.src, c.dst);
+                last = (c.src.clone(), c.dst.clone());
+            }
+            println!("  {}  {}", c.change, c.region);
+            println!("      e.g. {}", c.example);
+            println!("      live connections: {}", c.live_connections);
+        }
+        println!("{} changed regions", changes.len());
+    }
+    ExitCode::from(u8::from(!changes.is_empty()))
 }
 
 fn lint(snapshot: &Path, json: bool) -> ExitCode {
