@@ -14,6 +14,8 @@ pub const ECHO_REQUEST: u8 = 8;
 pub const TIMESTAMP_REQUEST: u8 = 13;
 /// ICMP timestamp reply.
 pub const TIMESTAMP_REPLY: u8 = 14;
+/// Length of an ICMP timestamp request or reply (header and three timestamps).
+pub const TIMESTAMP_LEN: usize = 20;
 /// ICMP time exceeded.
 pub const TIME_EXCEEDED: u8 = 11;
 /// ICMPv6 echo request.

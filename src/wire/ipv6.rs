@@ -180,6 +180,11 @@ pub fn walk_ext_headers(mut next_header: u8, payload: &[u8]) -> Result<ExtChain>
                 off += FRAGMENT_HEADER_LEN;
                 count += 1;
                 if f.offset != 0 {
+                    // The rest is the middle of the datagram, but a Hop-by-Hop header is never
+                    // legal here.
+                    if next_header == protocol::HOP_BY_HOP {
+                        return Err(Error::HopByHopNotFirst);
+                    }
                     break;
                 }
             }
@@ -317,6 +322,11 @@ mod tests {
         // Hop-by-Hop after Routing.
         assert_eq!(
             walk_ext_headers(43, &[0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]),
+            Err(Error::HopByHopNotFirst)
+        );
+        // A non-first Fragment header announcing Hop-by-Hop.
+        assert_eq!(
+            walk_ext_headers(44, &[0, 0, 0, 8, 0, 0, 0, 1]),
             Err(Error::HopByHopNotFirst)
         );
         // Two Fragment headers.

@@ -374,6 +374,13 @@ fn l4(protocol: u8, seg: &[u8], whole: bool) -> Result<L4> {
                 return Err(Error::Truncated);
             };
             let ty = h[0];
+            // A timestamp request/reply carries three 32-bit timestamps (RFC 792): 20 bytes.
+            if protocol == protocol::ICMP
+                && matches!(ty, icmp::TIMESTAMP_REQUEST | icmp::TIMESTAMP_REPLY)
+                && seg.len() < icmp::TIMESTAMP_LEN
+            {
+                return Err(Error::Truncated);
+            }
             let ident = icmp::is_query(protocol, ty).then(|| u16::from_be_bytes([h[4], h[5]]));
             Ok(L4 {
                 transport: Transport::Icmp {

@@ -556,6 +556,26 @@ fn too_many_extension_headers() {
 }
 
 #[test]
+fn icmp_timestamp_needs_its_timestamps() {
+    // The echo request of the fixture (8 + 4 bytes) turned into a timestamp request: too short.
+    let mut f = IPV4_OPTIONS_ICMP;
+    f[38] = 13;
+    assert_eq!(parse(&f), Err(Error::Truncated));
+    // With the IPv4 total length reaching into the padding, 20 bytes: fine.
+    f[17] = 24 + 20;
+    let m = parse(&f).unwrap();
+    assert_eq!(
+        m.transport,
+        Transport::Icmp {
+            ty: 13,
+            code: 0,
+            ident: Some(0x4242)
+        }
+    );
+    assert_eq!(m.payload_len, 12);
+}
+
+#[test]
 fn short_icmp() {
     let mut f = IPV6_ICMPV6;
     f[19] = 7; // payload length 7: the ICMPv6 header is cut
