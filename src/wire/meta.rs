@@ -132,6 +132,30 @@ pub struct PacketMeta {
 }
 
 impl PacketMeta {
+    /// A placeholder (IPv4, all addresses, lengths and offsets zero, no transport) for
+    /// [`parse_into`] to overwrite.
+    pub const EMPTY: PacketMeta = PacketMeta {
+        src: 0,
+        dst: 0,
+        version: IpVersion::V4,
+        protocol: 0,
+        ttl: 0,
+        transport: Transport::None,
+        fragment: Fragment {
+            ident: 0,
+            offset: 0,
+            more: false,
+            dont_fragment: false,
+        },
+        vlan_id: None,
+        ip_len: 0,
+        ttl_offset: 0,
+        l3_offset: 0,
+        l4_offset: 0,
+        payload_offset: 0,
+        payload_len: 0,
+    };
+
     /// The source address.
     pub fn src_ip(&self) -> IpAddr {
         match self.version {
@@ -280,10 +304,21 @@ fn link(frame: &[u8]) -> Result<(u16, usize, Option<u16>)> {
 /// Any other EtherType, ARP included, is [`Error::UnsupportedEtherType`]; see [`parse_frame`].
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<PacketMeta> {
+    let mut meta = PacketMeta::EMPTY;
+    parse_into(frame, &mut meta)?;
+    Ok(meta)
+}
+
+/// Like [`parse`], but writes into `meta` (for a burst of frames parsed into one array).
+///
+/// On error, `meta` holds unspecified (but valid) values.
+#[inline(never)]
+pub fn parse_into(frame: &[u8], meta: &mut PacketMeta) -> Result<()> {
     let (ethertype, l3, vlan) = link(frame)?;
+    meta.vlan_id = vlan;
     match ethertype {
-        ETHERTYPE_IPV4 => ipv4_at(frame, l3, vlan),
-        ETHERTYPE_IPV6 => ipv6_at(frame, l3, vlan),
+        ETHERTYPE_IPV4 => ipv4_into(frame, l3, meta),
+        ETHERTYPE_IPV6 => ipv6_into(frame, l3, meta),
         _ => Err(Error::UnsupportedEtherType),
     }
 }
@@ -291,44 +326,36 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta> {
 /// Parses an Ethernet II frame carrying IPv4, IPv6 or Ethernet/IPv4 ARP.
 pub fn parse_frame(frame: &[u8]) -> Result<Frame> {
     let (ethertype, l3, vlan) = link(frame)?;
-    match ethertype {
-        ETHERTYPE_IPV4 => ipv4_at(frame, l3, vlan).map(Frame::Ip),
-        ETHERTYPE_IPV6 => ipv6_at(frame, l3, vlan).map(Frame::Ip),
-        ETHERTYPE_ARP => {
-            let packet = ArpPacket::new_checked(&frame[l3..])?;
-            Ok(Frame::Arp {
-                vlan_id: vlan,
-                arp: ArpRepr::parse(&packet),
-            })
-        }
-        _ => Err(Error::UnsupportedEtherType),
+    if ethertype == ETHERTYPE_ARP {
+        let packet = ArpPacket::new_checked(&frame[l3..])?;
+        return Ok(Frame::Arp {
+            vlan_id: vlan,
+            arp: ArpRepr::parse(&packet),
+        });
     }
+    parse(frame).map(Frame::Ip)
 }
 
 /// Parses a raw IPv4 or IPv6 packet (no link header); the version nibble decides.
 #[inline]
 pub fn parse_ip(packet: &[u8]) -> Result<PacketMeta> {
+    let mut meta = PacketMeta::EMPTY;
     match packet.first().map(|b| b >> 4) {
-        None => Err(Error::Truncated),
-        Some(4) => ipv4_at(packet, 0, None),
-        Some(6) => ipv6_at(packet, 0, None),
-        Some(_) => Err(Error::BadVersion),
+        None => return Err(Error::Truncated),
+        Some(4) => ipv4_into(packet, 0, &mut meta)?,
+        Some(6) => ipv6_into(packet, 0, &mut meta)?,
+        Some(_) => return Err(Error::BadVersion),
     }
+    Ok(meta)
 }
 
-/// The parsed upper layer: header, header length, payload length.
-struct L4 {
-    transport: Transport,
-    header_len: usize,
-    payload_len: usize,
-}
-
-/// Parses the upper-layer header at the start of `seg` (the rest of the IP payload).
+/// Parses the upper-layer header at the start of `seg` (the rest of the IP payload, which
+/// starts at `meta.l4_offset`) into `meta.transport`, `payload_offset` and `payload_len`.
 ///
 /// `whole` is false in a first fragment, where the UDP length covers more than `seg`.
 #[inline(always)]
-fn l4(protocol: u8, seg: &[u8], whole: bool) -> Result<L4> {
-    match protocol {
+fn l4_into(protocol: u8, seg: &[u8], whole: bool, meta: &mut PacketMeta) -> Result<()> {
+    let (transport, header_len, payload_len) = match protocol {
         protocol::TCP => {
             let Some(h) = seg.first_chunk::<20>() else {
                 return Err(Error::Truncated);
@@ -340,17 +367,14 @@ fn l4(protocol: u8, seg: &[u8], whole: bool) -> Result<L4> {
             if header_len > seg.len() {
                 return Err(Error::Truncated);
             }
-            Ok(L4 {
-                transport: Transport::Tcp {
-                    src_port: u16::from_be_bytes([h[0], h[1]]),
-                    dst_port: u16::from_be_bytes([h[2], h[3]]),
-                    flags: TcpFlags(h[13]),
-                    seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
-                    ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
-                },
-                header_len,
-                payload_len: seg.len() - header_len,
-            })
+            let transport = Transport::Tcp {
+                src_port: u16::from_be_bytes([h[0], h[1]]),
+                dst_port: u16::from_be_bytes([h[2], h[3]]),
+                flags: TcpFlags(h[13]),
+                seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+            };
+            (transport, header_len, seg.len() - header_len)
         }
         protocol::UDP => {
             let Some(h) = seg.first_chunk::<8>() else {
@@ -360,14 +384,11 @@ fn l4(protocol: u8, seg: &[u8], whole: bool) -> Result<L4> {
             if len < 8 || (whole && len > seg.len()) {
                 return Err(Error::BadUdpLength);
             }
-            Ok(L4 {
-                transport: Transport::Udp {
-                    src_port: u16::from_be_bytes([h[0], h[1]]),
-                    dst_port: u16::from_be_bytes([h[2], h[3]]),
-                },
-                header_len: 8,
-                payload_len: if whole { len } else { seg.len() } - 8,
-            })
+            let transport = Transport::Udp {
+                src_port: u16::from_be_bytes([h[0], h[1]]),
+                dst_port: u16::from_be_bytes([h[2], h[3]]),
+            };
+            (transport, 8, if whole { len } else { seg.len() } - 8)
         }
         protocol::ICMP | protocol::ICMPV6 => {
             let Some(h) = seg.first_chunk::<8>() else {
@@ -382,46 +403,46 @@ fn l4(protocol: u8, seg: &[u8], whole: bool) -> Result<L4> {
                 return Err(Error::Truncated);
             }
             let ident = icmp::is_query(protocol, ty).then(|| u16::from_be_bytes([h[4], h[5]]));
-            Ok(L4 {
-                transport: Transport::Icmp {
+            (
+                Transport::Icmp {
                     ty,
                     code: h[1],
                     ident,
                 },
-                header_len: 8,
-                payload_len: seg.len() - 8,
-            })
+                8,
+                seg.len() - 8,
+            )
         }
-        _ => Ok(L4 {
-            transport: Transport::None,
-            header_len: 0,
-            payload_len: seg.len(),
-        }),
-    }
+        _ => (Transport::None, 0, seg.len()),
+    };
+    meta.transport = transport;
+    meta.payload_offset = meta.l4_offset + header_len as u16;
+    meta.payload_len = payload_len as u16;
+    Ok(())
 }
 
-/// The upper layer of a fragment: checks the fragment against the 65535-byte datagram limit and
-/// RFC 1858, and parses the L4 header only in a first fragment.
+/// The upper layer of a possibly fragmented packet: checks the fragment against the 65535-byte
+/// datagram limit and RFC 1858, and parses the L4 header unless this is a non-first fragment.
 #[inline(always)]
-fn fragment_l4(protocol: u8, seg: &[u8], frag: &Fragment) -> Result<L4> {
+fn fragment_l4_into(protocol: u8, seg: &[u8], meta: &mut PacketMeta) -> Result<()> {
+    let frag = meta.fragment;
     if frag.offset == 0 {
-        return l4(protocol, seg, !frag.more);
+        return l4_into(protocol, seg, !frag.more, meta);
     }
     if usize::from(frag.offset) * 8 + seg.len() > 65535
         || (protocol == protocol::TCP && frag.offset == 1)
     {
         return Err(Error::BadFragment);
     }
-    Ok(L4 {
-        transport: Transport::None,
-        header_len: 0,
-        payload_len: seg.len(),
-    })
+    meta.transport = Transport::None;
+    meta.payload_offset = meta.l4_offset;
+    meta.payload_len = seg.len() as u16;
+    Ok(())
 }
 
-/// Parses the IPv4 packet at `buf[l3..]`.
+/// Parses the IPv4 packet at `buf[l3..]` into `meta` (all fields but `vlan_id`).
 #[inline(always)]
-fn ipv4_at(buf: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<PacketMeta> {
+fn ipv4_into(buf: &[u8], l3: usize, meta: &mut PacketMeta) -> Result<()> {
     let ip = buf.get(l3..).unwrap_or_default();
     let Some(h) = ip.first_chunk::<20>() else {
         return Err(Error::Truncated);
@@ -438,37 +459,28 @@ fn ipv4_at(buf: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<PacketMeta> {
         return Err(Error::BadTotalLength);
     }
     let frag_word = u16::from_be_bytes([h[6], h[7]]);
-    let fragment = Fragment {
+    meta.fragment = Fragment {
         ident: u32::from(u16::from_be_bytes([h[4], h[5]])),
         offset: frag_word & 0x1fff,
         more: frag_word & 0x2000 != 0,
         dont_fragment: frag_word & 0x4000 != 0,
     };
     let protocol = h[9];
-    let seg = &ip[header_len..usize::from(total)];
-    let l4 = fragment_l4(protocol, seg, &fragment)?;
-    let l4_offset = l3 + header_len;
-    Ok(PacketMeta {
-        src: u128::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]])),
-        dst: u128::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
-        version: IpVersion::V4,
-        protocol,
-        ttl: h[8],
-        transport: l4.transport,
-        fragment,
-        vlan_id,
-        ip_len: total,
-        ttl_offset: (l3 + 8) as u16,
-        l3_offset: l3 as u16,
-        l4_offset: l4_offset as u16,
-        payload_offset: (l4_offset + l4.header_len) as u16,
-        payload_len: l4.payload_len as u16,
-    })
+    meta.src = u128::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]]));
+    meta.dst = u128::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]]));
+    meta.version = IpVersion::V4;
+    meta.protocol = protocol;
+    meta.ttl = h[8];
+    meta.ip_len = total;
+    meta.ttl_offset = (l3 + 8) as u16;
+    meta.l3_offset = l3 as u16;
+    meta.l4_offset = (l3 + header_len) as u16;
+    fragment_l4_into(protocol, &ip[header_len..usize::from(total)], meta)
 }
 
-/// Parses the IPv6 packet at `buf[l3..]`.
+/// Parses the IPv6 packet at `buf[l3..]` into `meta` (all fields but `vlan_id`).
 #[inline(always)]
-fn ipv6_at(buf: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<PacketMeta> {
+fn ipv6_into(buf: &[u8], l3: usize, meta: &mut PacketMeta) -> Result<()> {
     let ip = buf.get(l3..).unwrap_or_default();
     let Some(h) = ip.first_chunk::<{ ipv6::HEADER_LEN }>() else {
         return Err(Error::Truncated);
@@ -483,7 +495,7 @@ fn ipv6_at(buf: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<PacketMeta> {
     }
     let payload = &ip[ipv6::HEADER_LEN..end];
     let chain = walk_ext_headers(h[6], payload)?;
-    let fragment = match chain.fragment {
+    meta.fragment = match chain.fragment {
         Some(f) => Fragment {
             ident: f.ident,
             offset: f.offset,
@@ -492,31 +504,22 @@ fn ipv6_at(buf: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<PacketMeta> {
         },
         None => Fragment::default(),
     };
-    let seg = &payload[chain.len..];
-    let l4 = fragment_l4(chain.protocol, seg, &fragment)?;
-    let l4_offset = l3 + ipv6::HEADER_LEN + chain.len;
-    Ok(PacketMeta {
-        src: u128::from(be32(h, 8)) << 96
-            | u128::from(be32(h, 12)) << 64
-            | u128::from(be32(h, 16)) << 32
-            | u128::from(be32(h, 20)),
-        dst: u128::from(be32(h, 24)) << 96
-            | u128::from(be32(h, 28)) << 64
-            | u128::from(be32(h, 32)) << 32
-            | u128::from(be32(h, 36)),
-        version: IpVersion::V6,
-        protocol: chain.protocol,
-        ttl: h[ipv6::HOP_LIMIT_OFFSET],
-        transport: l4.transport,
-        fragment,
-        vlan_id,
-        ip_len: payload_len,
-        ttl_offset: (l3 + ipv6::HOP_LIMIT_OFFSET) as u16,
-        l3_offset: l3 as u16,
-        l4_offset: l4_offset as u16,
-        payload_offset: (l4_offset + l4.header_len) as u16,
-        payload_len: l4.payload_len as u16,
-    })
+    meta.src = u128::from(be32(h, 8)) << 96
+        | u128::from(be32(h, 12)) << 64
+        | u128::from(be32(h, 16)) << 32
+        | u128::from(be32(h, 20));
+    meta.dst = u128::from(be32(h, 24)) << 96
+        | u128::from(be32(h, 28)) << 64
+        | u128::from(be32(h, 32)) << 32
+        | u128::from(be32(h, 36));
+    meta.version = IpVersion::V6;
+    meta.protocol = chain.protocol;
+    meta.ttl = h[ipv6::HOP_LIMIT_OFFSET];
+    meta.ip_len = payload_len;
+    meta.ttl_offset = (l3 + ipv6::HOP_LIMIT_OFFSET) as u16;
+    meta.l3_offset = l3 as u16;
+    meta.l4_offset = (l3 + ipv6::HEADER_LEN + chain.len) as u16;
+    fragment_l4_into(chain.protocol, &payload[chain.len..], meta)
 }
 
 #[cfg(test)]

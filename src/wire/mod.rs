@@ -82,7 +82,9 @@ pub use ethernet::{EthernetFrame, MacAddr};
 pub use icmp::IcmpPacket;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::Ipv6Packet;
-pub use meta::{Fragment, Frame, IpVersion, PacketMeta, Transport, parse, parse_frame, parse_ip};
+pub use meta::{
+    Fragment, Frame, IpVersion, PacketMeta, Transport, parse, parse_frame, parse_into, parse_ip,
+};
 pub use tcp::{TcpFlags, TcpPacket};
 pub use udp::UdpPacket;
 
