@@ -314,6 +314,23 @@ fn parse_frame_agrees_with_parse() {
 }
 
 #[test]
+fn parse_into_reuses_one_meta() {
+    // Every fixture after every other, into one meta: nothing of the previous frame survives.
+    let mut meta = PacketMeta::EMPTY;
+    for (_, first) in ip_fixtures() {
+        for (name, f) in ip_fixtures() {
+            parse_into(first, &mut meta).unwrap();
+            parse_into(f, &mut meta).unwrap();
+            assert_eq!(meta, parse(f).unwrap(), "{name}");
+        }
+    }
+    assert_eq!(
+        parse_into(&IPV4_TCP[..20], &mut meta),
+        Err(Error::Truncated)
+    );
+}
+
+#[test]
 fn parse_ip_agrees_with_parse() {
     for (name, f) in ip_fixtures() {
         let m = parse(f).unwrap();
