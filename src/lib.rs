@@ -61,3 +61,4 @@ pub mod firewall;
 pub mod flowlog;
 pub mod matcher;
 pub mod policy;
+pub mod wire;
