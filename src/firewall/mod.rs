@@ -9,6 +9,7 @@ use crate::compile::{CompiledEni, CompiledPolicy, RuleRef, SgFamily, SgSide};
 use crate::conntrack::{Direction, Entry, FlowKey, TcpFlags, Time, Tracking};
 use crate::matcher::{Addr, Key};
 use crate::policy::Action;
+use crate::wire;
 use hashbrown::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -249,6 +250,8 @@ pub enum Reason {
     Allowance,
     /// A non-first fragment whose first fragment was not seen within the window.
     FragmentWithoutFirst,
+    /// The frame's headers are truncated or inconsistent.
+    Malformed(wire::Error),
 }
 
 impl Reason {
@@ -264,6 +267,7 @@ impl Reason {
             Reason::NoRouteTable => "the subnet has no route table",
             Reason::Allowance => "connection tracking allowance exceeded",
             Reason::FragmentWithoutFirst => "fragment without its first fragment",
+            Reason::Malformed(e) => e.as_str(),
         }
     }
 }
@@ -339,6 +343,70 @@ impl Verdict {
         }
     }
 }
+
+impl Packet {
+    /// The packet a parsed frame describes. `len` is the IP datagram's length; fragments carry
+    /// their offset in bytes. IPv6 fragments are keyed without the protocol (a non-first
+    /// fragment's next header need not be the upper layer's).
+    pub fn from_meta(m: &wire::PacketMeta) -> Packet {
+        let l4 = match m.transport {
+            wire::Transport::Tcp {
+                src_port,
+                dst_port,
+                flags,
+                ..
+            } => L4::Ports {
+                sport: src_port,
+                dport: dst_port,
+                flags: TcpFlags(flags.0),
+            },
+            wire::Transport::Udp { src_port, dst_port } => L4::Ports {
+                sport: src_port,
+                dport: dst_port,
+                flags: TcpFlags(0),
+            },
+            wire::Transport::Icmp { ty, code, ident } => L4::Icmp {
+                icmp_type: ty,
+                code,
+                id: ident.unwrap_or(0),
+            },
+            wire::Transport::None => L4::None,
+        };
+        let f = m.fragment;
+        Packet {
+            src: m.src_ip(),
+            dst: m.dst_ip(),
+            proto: m.protocol,
+            l4,
+            len: m.ip_total_len() as u32,
+            fragment: f.is_fragment().then_some(Fragment {
+                id: f.ident,
+                offset: u32::from(f.offset) * 8,
+                more: f.more,
+            }),
+        }
+    }
+}
+
+/// A frame the engine does not judge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not an IP packet (ARP, another EtherType): nothing for the firewall to decide.
+    NotIp,
+    /// An IP packet the engine cannot place (see [`InputError`]).
+    Input(InputError),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::NotIp => f.write_str("not an IPv4 or IPv6 packet"),
+            FrameError::Input(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
 
 /// A packet the engine cannot judge at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -418,6 +486,7 @@ impl Zones {
     }
 }
 
+/// (source, destination, protocol — 0 for IPv6, identification).
 type FragKey = (IpAddr, IpAddr, u8, u32);
 
 /// The mutable part of the engine.
@@ -603,6 +672,46 @@ impl Firewall {
         Some(&self.policy.policy().enis[i as usize].id)
     }
 
+    /// Judges one Ethernet frame at time `now`. A truncated or inconsistent frame is rejected
+    /// with stage `malformed` and counted (SPEC §5); it never creates state.
+    pub fn process_frame(
+        &mut self,
+        now: Time,
+        frame: &[u8],
+    ) -> Result<(Packet, Verdict), FrameError> {
+        match wire::parse(frame) {
+            Ok(meta) => {
+                let pkt = Packet::from_meta(&meta);
+                self.process(now, &pkt)
+                    .map(|v| (pkt, v))
+                    .map_err(FrameError::Input)
+            }
+            Err(wire::Error::UnsupportedEtherType) => Err(FrameError::NotIp),
+            Err(e) => {
+                let v = Verdict {
+                    decision: Decision::Reject,
+                    stage: Some(Stage::Malformed),
+                    reason: Reason::Malformed(e),
+                    ..Verdict::accept(None, None, None)
+                };
+                self.state.stats.packets += 1;
+                count(&mut self.state.stats, &v);
+                let unknown = std::net::Ipv4Addr::UNSPECIFIED.into();
+                Ok((
+                    Packet {
+                        src: unknown,
+                        dst: unknown,
+                        proto: 0,
+                        l4: L4::None,
+                        len: frame.len() as u32,
+                        fragment: None,
+                    },
+                    v,
+                ))
+            }
+        }
+    }
+
     /// Judges one packet at time `now` (SPEC §3–§5).
     pub fn process(&mut self, now: Time, pkt: &Packet) -> Result<Verdict, InputError> {
         let p = &*self.policy;
@@ -626,7 +735,14 @@ impl Firewall {
         }
 
         // SPEC §5: a non-first fragment takes its first fragment's verdict.
-        let frag_key = pkt.fragment.map(|f| (pkt.src, pkt.dst, pkt.proto, f.id));
+        let frag_key = pkt.fragment.map(|f| {
+            (
+                pkt.src,
+                pkt.dst,
+                if pkt.src.is_ipv6() { 0 } else { pkt.proto },
+                f.id,
+            )
+        });
         if let (Some(f), Some(fk)) = (pkt.fragment, frag_key)
             && f.offset > 0
         {
