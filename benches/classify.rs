@@ -158,7 +158,12 @@ fn classify(c: &mut Criterion) {
                 .warm_up_time(Duration::from_millis(300))
                 .measurement_time(Duration::from_secs(1));
             g.throughput(Throughput::Elements(set.keys.len() as u64));
-            for alg in [Algorithm::Linear, Algorithm::Bitset, Algorithm::TupleMerge] {
+            for alg in [
+                Algorithm::Linear,
+                Algorithm::Bitset,
+                Algorithm::Tree,
+                Algorithm::TupleMerge,
+            ] {
                 let feasible = match alg {
                     Algorithm::Linear => set.rules.len() <= 1000,
                     Algorithm::Bitset => set.rules.len() <= 10_000,

@@ -17,10 +17,11 @@ use vpcfw::matcher::{
     Rule, synth,
 };
 
-const ALGORITHMS: [Option<Algorithm>; 4] = [
+const ALGORITHMS: [Option<Algorithm>; 5] = [
     None,
     Some(Algorithm::Linear),
     Some(Algorithm::Bitset),
+    Some(Algorithm::Tree),
     Some(Algorithm::TupleMerge),
 ];
 
@@ -219,9 +220,9 @@ fn structure_is_chosen_by_size() {
     let algorithm = |n: usize| build(&synth::sg_union(3, 1, n), None, None).algorithm();
     assert_eq!(algorithm(0), Algorithm::Linear);
     assert_eq!(algorithm(LINEAR_MAX_RULES), Algorithm::Linear);
-    assert_eq!(algorithm(LINEAR_MAX_RULES + 1), Algorithm::Bitset);
+    assert_eq!(algorithm(LINEAR_MAX_RULES + 1), Algorithm::Tree);
     assert_eq!(
-        algorithm(vpcfw::matcher::BITSET_MAX_RULES + 1),
+        algorithm(vpcfw::matcher::TREE_MAX_RULES + 1),
         Algorithm::TupleMerge
     );
 }
@@ -239,12 +240,15 @@ fn limits_name_the_offending_rule() {
         .configure(Config::new().algorithm(Some(Algorithm::Linear)))
         .build(rules.clone())
         .unwrap();
-    // A memory limit the bitset structure cannot meet falls back to a smaller one...
+    // A memory limit the tree cannot meet falls back to a smaller structure...
+    let tree = build(&rules, None, None);
+    assert_eq!(tree.algorithm(), Algorithm::Tree);
+    assert!(tree.memory_usage() > small.memory_usage());
     let m = Matcher::builder()
         .configure(Config::new().max_memory(Some(small.memory_usage())))
         .build(rules.clone())
         .unwrap();
-    assert_eq!(m.algorithm(), Algorithm::Linear);
+    assert_ne!(m.algorithm(), Algorithm::Tree);
     assert!(m.memory_usage() <= small.memory_usage());
     // ...and one nothing meets is an error, as is a forced structure over the limit.
     let e = Matcher::builder()

@@ -72,7 +72,7 @@ pub(crate) struct Block<A: Addr> {
 }
 
 /// Number of 32-bit words per address of family `A`.
-const fn words<A: Addr>() -> usize {
+pub(crate) const fn words<A: Addr>() -> usize {
     A::BITS as usize / 32
 }
 
@@ -97,35 +97,8 @@ impl<A: Addr> Block<A> {
 
     /// Lays out `rules` for `kernel`.
     pub(crate) fn with_kernel(rules: &[Rule<A>], kernel: Kernel) -> Self {
-        let w = words::<A>();
-        let cols = cols::<A>();
-        let blocks = rules.len().div_ceil(LANES);
-        let mut data = vec![0u32; blocks * cols * LANES];
-        for b in 0..blocks {
-            for l in 0..LANES {
-                let at = |c: usize| (b * cols + c) * LANES + l;
-                let Some(r) = rules.get(b * LANES + l) else {
-                    // Padding: sport range 1..=0 is empty, so the lane never matches.
-                    data[at(4 * w)] = 1;
-                    continue;
-                };
-                let (sv, sm) = (r.src.addr().to_u128(), A::mask(r.src.len()).to_u128());
-                let (dv, dm) = (r.dst.addr().to_u128(), A::mask(r.dst.len()).to_u128());
-                for j in 0..w {
-                    let sh = 32 * (w - 1 - j);
-                    data[at(2 * j)] = (sv >> sh) as u32;
-                    data[at(2 * j + 1)] = (sm >> sh) as u32;
-                    data[at(2 * w + 2 * j)] = (dv >> sh) as u32;
-                    data[at(2 * w + 2 * j + 1)] = (dm >> sh) as u32;
-                }
-                data[at(4 * w)] = u32::from(r.sport.lo);
-                data[at(4 * w + 1)] = u32::from(r.sport.hi);
-                data[at(4 * w + 2)] = u32::from(r.dport.lo);
-                data[at(4 * w + 3)] = u32::from(r.dport.hi);
-                data[at(4 * w + 4)] = u32::from(r.proto.unwrap_or(0));
-                data[at(4 * w + 5)] = if r.proto.is_some() { 0xff } else { 0 };
-            }
-        }
+        let mut data = Vec::new();
+        let blocks = layout(rules.iter(), &mut data);
         Block {
             data,
             blocks,
@@ -151,33 +124,94 @@ impl<A: Addr> Block<A> {
 
     #[inline(always)]
     fn scan<const W: usize>(&self, key: &Key<A>) -> Option<RuleId> {
-        let k = KeyWords::<W> {
-            src: split::<A, W>(key.src),
-            dst: split::<A, W>(key.dst),
-            sport: u32::from(key.sport),
-            dport: u32::from(key.dport),
-            proto: u32::from(key.proto),
-        };
-        match self.kernel {
-            Kernel::Scalar => scan_scalar::<W>(&self.data, self.blocks, &k),
-            // SAFETY: the kernel was chosen by `Kernel::detect`/`available`, which checked that
-            // the CPU supports AVX2; `data` holds `blocks` full blocks of `4W+6` columns.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { x86::scan_avx2::<W>(&self.data, self.blocks, &k) },
-            // SAFETY: as above, for AVX-512F.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { x86::scan_avx512::<W>(&self.data, self.blocks, &k) },
+        scan::<W>(self.kernel, &self.data, self.blocks, &KeyWords::new(key))
+    }
+}
+
+/// Appends `rules` to `data` as column-wise blocks (the last one padded with lanes that
+/// never match) and returns the number of blocks written.
+pub(crate) fn layout<'a, A: Addr>(
+    rules: impl ExactSizeIterator<Item = &'a Rule<A>>,
+    data: &mut Vec<u32>,
+) -> usize {
+    let w = words::<A>();
+    let cols = cols::<A>();
+    let blocks = rules.len().div_ceil(LANES);
+    let start = data.len();
+    data.resize(start + blocks * cols * LANES, 0);
+    let data = &mut data[start..];
+    let mut rules = rules;
+    for b in 0..blocks {
+        for l in 0..LANES {
+            let at = |c: usize| (b * cols + c) * LANES + l;
+            let Some(r) = rules.next() else {
+                // Padding: sport range 1..=0 is empty, so the lane never matches.
+                data[at(4 * w)] = 1;
+                continue;
+            };
+            let (sv, sm) = (r.src.addr().to_u128(), A::mask(r.src.len()).to_u128());
+            let (dv, dm) = (r.dst.addr().to_u128(), A::mask(r.dst.len()).to_u128());
+            for j in 0..w {
+                let sh = 32 * (w - 1 - j);
+                data[at(2 * j)] = (sv >> sh) as u32;
+                data[at(2 * j + 1)] = (sm >> sh) as u32;
+                data[at(2 * w + 2 * j)] = (dv >> sh) as u32;
+                data[at(2 * w + 2 * j + 1)] = (dm >> sh) as u32;
+            }
+            data[at(4 * w)] = u32::from(r.sport.lo);
+            data[at(4 * w + 1)] = u32::from(r.sport.hi);
+            data[at(4 * w + 2)] = u32::from(r.dport.lo);
+            data[at(4 * w + 3)] = u32::from(r.dport.hi);
+            data[at(4 * w + 4)] = u32::from(r.proto.unwrap_or(0));
+            data[at(4 * w + 5)] = if r.proto.is_some() { 0xff } else { 0 };
         }
+    }
+    blocks
+}
+
+/// Scans `blocks` blocks at the start of `data` with `kernel`: the first matching lane,
+/// counted from the first block.
+#[inline(always)]
+pub(crate) fn scan<const W: usize>(
+    kernel: Kernel,
+    data: &[u32],
+    blocks: usize,
+    k: &KeyWords<W>,
+) -> Option<RuleId> {
+    assert!(data.len() >= blocks * (4 * W + 6) * LANES);
+    match kernel {
+        Kernel::Scalar => scan_scalar::<W>(data, blocks, k),
+        // SAFETY: the kernel was chosen by `Kernel::detect`/`available`, which checked that
+        // the CPU supports AVX2; the length contract is asserted above.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { x86::scan_avx2::<W>(data, blocks, k) },
+        // SAFETY: as above, for AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => unsafe { x86::scan_avx512::<W>(data, blocks, k) },
     }
 }
 
 /// A key split into 32-bit lanes.
-struct KeyWords<const W: usize> {
+pub(crate) struct KeyWords<const W: usize> {
     src: [u32; W],
     dst: [u32; W],
     sport: u32,
     dport: u32,
     proto: u32,
+}
+
+impl<const W: usize> KeyWords<W> {
+    /// Splits `key`; `W` must be `A::BITS / 32`.
+    #[inline(always)]
+    pub(crate) fn new<A: Addr>(key: &Key<A>) -> Self {
+        KeyWords {
+            src: split::<A, W>(key.src),
+            dst: split::<A, W>(key.dst),
+            sport: u32::from(key.sport),
+            dport: u32::from(key.dport),
+            proto: u32::from(key.proto),
+        }
+    }
 }
 
 fn scan_scalar<const W: usize>(data: &[u32], blocks: usize, k: &KeyWords<W>) -> Option<RuleId> {

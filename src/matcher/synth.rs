@@ -36,12 +36,11 @@ impl Rng {
 }
 
 /// One AWS-shaped IPv4 rule: protocol (TCP 70 %, UDP 18 %, ICMP 6 %, all 6 %), a remote CIDR
-/// as source (/32, /24, /16, /8 or /0 with decreasing odds) and a destination port range
-/// (one port, a small range, or all; ICMP: a type and optional code).
+/// as source and a destination port range (one port, a small range, or all; ICMP: a type and
+/// optional code). As in real policies, `0.0.0.0/0` only opens single well-known TCP/UDP ports,
+/// and all-protocol or all-port rules come from narrower CIDRs (peers, VPC ranges).
 pub fn aws_rule(rng: &mut Rng) -> Rule<u32> {
-    let len = [32u8, 32, 32, 24, 24, 20, 16, 16, 8, 0][rng.below(10) as usize];
-    let src = Prefix::new(0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff), len);
-    let mut r = Rule { src, ..Rule::any() };
+    let mut r = Rule::any();
     match rng.below(50) {
         0..35 => {
             r.proto = Some(6);
@@ -60,6 +59,17 @@ pub fn aws_rule(rng: &mut Rng) -> Rule<u32> {
         }
         _ => {}
     }
+    let narrow_only = r.proto.is_none() || r.dport.is_any();
+    let len = loop {
+        let len = [32u8, 32, 32, 24, 24, 20, 16, 16, 8, 0][rng.below(10) as usize];
+        if !(narrow_only && len < 16) {
+            break len;
+        }
+    };
+    if len == 0 && !(r.proto == Some(1) || r.dport.lo == r.dport.hi) {
+        r.dport = PortRange::exact(443);
+    }
+    r.src = Prefix::new(0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff), len);
     r
 }
 
