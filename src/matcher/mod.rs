@@ -130,6 +130,10 @@ impl<A: Addr> Prefix<A> {
     }
     /// The prefix length in bits.
     #[inline]
+    #[allow(
+        clippy::len_without_is_empty,
+        reason = "a prefix length, not a collection size"
+    )]
     pub fn len(&self) -> u8 {
         self.len
     }
@@ -609,13 +613,14 @@ impl<A: Addr> Matcher<A> {
         );
         for (k, o) in keys.chunks(BURST).zip(out.chunks_mut(BURST)) {
             match &self.inner.engine {
-                Engine::Linear(e) => {
+                // The linear scan is compute-bound, and interleaving TupleMerge tables across
+                // keys measured 1.5-2x slower than one key at a time (see DESIGN.md).
+                Engine::Linear(_) | Engine::Tuple(_) => {
                     for (key, slot) in k.iter().zip(o.iter_mut()) {
-                        *slot = e.first_match(key);
+                        *slot = self.first_match(key);
                     }
                 }
                 Engine::Bitset(e) => e.first_match_burst(k, o),
-                Engine::Tuple(e) => e.first_match_burst(k, o),
                 Engine::Tree(e) => e.first_match_burst(k, o),
             }
         }

@@ -19,7 +19,7 @@ use super::{Addr, BURST, Key, Rule, RuleId, can_match, prefetch};
 const MAX_DEPTH: usize = 40;
 /// Leaf lanes allowed per rule (with a floor of 4096) before the build gives up: replication
 /// beyond this makes the build slow and the tree large, and tuple hashing wins.
-const REPLICATION: usize = 16;
+const REPLICATION: usize = 64;
 /// `Node::field` of a leaf.
 const LEAF: u8 = u8::MAX;
 
@@ -98,8 +98,7 @@ impl<A: Addr> Build<'_, A> {
     fn split(&self, live: &[u32], region: &Region) -> Option<(usize, usize, u128)> {
         let mut best: Option<(usize, usize, usize, u128)> = None;
         let m = live.len();
-        for f in 0..5 {
-            let (rlo, rhi) = region[f];
+        for (f, &(rlo, rhi)) in region.iter().enumerate() {
             let mut los: Vec<u128> = live
                 .iter()
                 .map(|&i| self.ranges[i as usize][f].0.max(rlo))

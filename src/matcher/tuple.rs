@@ -15,7 +15,7 @@
 //! rule cannot beat the match already found. Inside a bucket the rules are sorted by index, so
 //! the first rule that matches is the bucket's answer.
 
-use super::{Addr, BURST, Key, PortRange, Rule, RuleId, can_match, prefetch};
+use super::{Addr, Key, PortRange, Rule, RuleId, can_match};
 
 /// Default most rules a bucket of a relaxed table may collect.
 pub(crate) const DEFAULT_BUCKET_LIMIT: usize = 12;
@@ -327,36 +327,6 @@ impl<A: Addr> TupleMerge<A> {
         })
     }
 
-    /// First matches of up to [`BURST`] keys, table by table: every key still in the running
-    /// hashes and prefetches its slot, then every such key scans it.
-    pub(crate) fn first_match_burst(&self, keys: &[Key<A>], out: &mut [Option<RuleId>]) {
-        let n = keys.len().min(BURST);
-        let mut best = [RuleId::MAX; BURST];
-        let mut slot = [0usize; BURST];
-        for t in &self.tables {
-            let mut live = false;
-            for i in 0..n {
-                if t.min_id < best[i] {
-                    let h = t.slot(&keys[i]);
-                    prefetch(t.offs.as_ptr().wrapping_add(h));
-                    slot[i] = h;
-                    live = true;
-                }
-            }
-            if !live {
-                break;
-            }
-            for i in 0..n {
-                if t.min_id < best[i] {
-                    best[i] = t.scan(slot[i], &keys[i], best[i]);
-                }
-            }
-        }
-        for (o, &b) in out.iter_mut().zip(&best[..n]) {
-            *o = (b != RuleId::MAX).then_some(b);
-        }
-    }
-
     /// Number of hash tables (for tests and tuning).
     #[cfg(test)]
     pub(crate) fn tables(&self) -> usize {
@@ -434,9 +404,6 @@ mod tests {
                     );
                     let any = tm.any_match(&k).expect("catch-all");
                     assert!(rules[any as usize].matches(&k));
-                    let mut out = [None];
-                    tm.first_match_burst(&[k], &mut out);
-                    assert_eq!(out[0], lin.first_match(&k));
                 }
             }
         }
