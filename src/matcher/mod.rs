@@ -41,7 +41,11 @@ impl Addr for u32 {
     const BITS: u8 = 32;
     #[inline]
     fn mask(len: u8) -> Self {
-        if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) }
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len.min(32)))
+        }
     }
     #[inline]
     fn and(self, other: Self) -> Self {
@@ -61,7 +65,11 @@ impl Addr for u128 {
     const BITS: u8 = 128;
     #[inline]
     fn mask(len: u8) -> Self {
-        if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) }
+        if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(len.min(128)))
+        }
     }
     #[inline]
     fn and(self, other: Self) -> Self {
@@ -90,12 +98,18 @@ impl<A: Addr> Prefix<A> {
     #[inline]
     pub fn new(addr: A, len: u8) -> Self {
         let len = len.min(A::BITS);
-        Prefix { addr: addr.and(A::mask(len)), len }
+        Prefix {
+            addr: addr.and(A::mask(len)),
+            len,
+        }
     }
     /// The prefix that contains every address (`/0`).
     #[inline]
     pub fn any() -> Self {
-        Prefix { addr: A::default(), len: 0 }
+        Prefix {
+            addr: A::default(),
+            len: 0,
+        }
     }
     /// The network address (host bits zero).
     #[inline]
@@ -136,7 +150,10 @@ pub struct PortRange {
 
 impl PortRange {
     /// Every value, `0..=65535`.
-    pub const ANY: PortRange = PortRange { lo: 0, hi: u16::MAX };
+    pub const ANY: PortRange = PortRange {
+        lo: 0,
+        hi: u16::MAX,
+    };
 
     /// The range `lo..=hi`.
     #[inline]
@@ -227,7 +244,9 @@ pub struct BuildError {
 impl BuildError {
     /// A build error with a message.
     pub fn new(message: impl Into<String>) -> Self {
-        BuildError { message: message.into() }
+        BuildError {
+            message: message.into(),
+        }
     }
 }
 
@@ -251,7 +270,9 @@ pub struct Matcher<A: Addr> {
 impl<A: Addr> Matcher<A> {
     /// Builds a matcher over `rules` (index = priority) with the default configuration.
     pub fn build(rules: Vec<Rule<A>>) -> Result<Self, BuildError> {
-        Ok(Matcher { inner: reference::Linear::new(rules) })
+        Ok(Matcher {
+            inner: reference::Linear::new(rules),
+        })
     }
     /// The highest-priority (lowest index) rule matching `key`.
     #[inline]

@@ -19,7 +19,10 @@ impl<A: Addr> Linear<A> {
 
     /// The lowest-index rule that matches `key`.
     pub fn first_match(&self, key: &Key<A>) -> Option<RuleId> {
-        self.rules.iter().position(|r| r.matches(key)).map(|i| i as RuleId)
+        self.rules
+            .iter()
+            .position(|r| r.matches(key))
+            .map(|i| i as RuleId)
     }
 
     /// Every rule that matches `key`, in priority order.
@@ -52,7 +55,13 @@ mod tests {
     }
 
     fn key(src: u32, dport: u16, proto: u8) -> Key<u32> {
-        Key { src, dst: 0x0a00_0001, sport: 40000, dport, proto }
+        Key {
+            src,
+            dst: 0x0a00_0001,
+            sport: 40000,
+            dport,
+            proto,
+        }
     }
 
     #[test]
