@@ -197,53 +197,23 @@ fn update_that_panics_leaves_the_entry_unchanged_and_unlocked() {
 fn keys_are_compared_on_every_field() {
     let t = Table::<FlowKeyV6, u64>::new(16);
     let base = v6(1);
+    let (z, p, k, l, r, lp, rp) = (
+        base.zone(),
+        base.proto(),
+        base.kind(),
+        base.local(),
+        base.remote(),
+        base.local_port(),
+        base.remote_port(),
+    );
     let variants = [
-        FlowKeyV6::new(
-            8,
-            base.proto(),
-            base.kind(),
-            base.local(),
-            base.remote(),
-            base.local_port(),
-            base.remote_port(),
-        ),
-        FlowKeyV6::new(
-            base.zone(),
-            6,
-            base.kind(),
-            base.local(),
-            base.remote(),
-            base.local_port(),
-            base.remote_port(),
-        ),
-        FlowKeyV6::new(
-            base.zone(),
-            base.proto(),
-            2,
-            base.local(),
-            base.remote(),
-            base.local_port(),
-            base.remote_port(),
-        ),
-        FlowKeyV6::new(
-            base.zone(),
-            base.proto(),
-            base.kind(),
-            base.remote(),
-            base.local(),
-            base.local_port(),
-            base.remote_port(),
-        ),
-        FlowKeyV6::new(
-            base.zone(),
-            base.proto(),
-            base.kind(),
-            base.local(),
-            base.remote(),
-            base.remote_port(),
-            base.local_port(),
-        ),
-    ];
+        (8, p, k, l, r, lp, rp),
+        (z, 6, k, l, r, lp, rp),
+        (z, p, 2, l, r, lp, rp),
+        (z, p, k, r, l, lp, rp),
+        (z, p, k, l, r, rp, lp),
+    ]
+    .map(|(z, p, k, l, r, lp, rp)| FlowKeyV6::new(z, p, k, l, r, lp, rp));
     let all = |_: &FlowKeyV6, _: &u64, _: u64| true;
     assert_eq!(
         t.insert(&base, 0, 0, &all),
