@@ -26,6 +26,7 @@
 //! argument.
 
 mod key;
+mod memory;
 mod pod;
 mod sync;
 #[doc(hidden)]
@@ -151,7 +152,7 @@ impl<K: Copy> Hashed<K> {
 pub struct Table<K, V> {
     /// `slots * STRIDE` words; slot `s` is `words[s * STRIDE..(s + 1) * STRIDE]`: control word, key words,
     /// value words.
-    words: Box<[AtomicU64]>,
+    words: memory::Words,
     slots: usize,
     capacity: usize,
     /// `min(slots - 1, MAX_DISPLACEMENT)`.
@@ -216,7 +217,8 @@ fn tag_bits(hash: u64) -> u64 {
     (hash & 0xff) << TAG_SHIFT
 }
 
-/// The control word of an emptied slot: home bits kept, entry bits cleared, version advanced.
+/// The control word of an emptied slot: home bits kept, entry bits (and the write lock) cleared, version
+/// advanced.
 #[inline(always)]
 fn emptied(c: u64) -> u64 {
     (c & HOME_MASK) | (c & VERSION_MASK).wrapping_add(VERSION_ONE)
@@ -274,7 +276,7 @@ impl<K: Pod, V: Pod> Table<K, V> {
             .checked_mul(Self::STRIDE)
             .expect("table size overflows");
         Self {
-            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            words: memory::Words::zeroed(words),
             slots,
             capacity,
             max_probe: (slots - 1).min(MAX_DISPLACEMENT),
@@ -720,21 +722,27 @@ impl<K: Pod, V: Pod> Table<K, V> {
         }
     }
 
-    /// Empties the slot whose entry was last read at control word `c`, in one compare-and-swap (no lock:
-    /// the key and value words are left as they were, and readers see the version change). False if the
-    /// entry changed meanwhile.
+    /// Empties the slot whose entry was last read at control word `c`; false if the entry changed
+    /// meanwhile. The slot is locked while the live count goes down, so that nobody sees the entry gone
+    /// before the count says so (otherwise an insert could be refused as full after a lookup missed the
+    /// entry). The key and value words stay as they were: the advanced version tells readers.
     #[inline]
     fn take(&self, ctrl: &AtomicU64, c: u64) -> bool {
-        let mut cur = c;
+        if !self.lock_entry(ctrl, c) {
+            return false;
+        }
+        self.count.0.fetch_sub(1, Ordering::Relaxed);
+        let mut cur = ctrl.load(Ordering::Relaxed);
         loop {
-            match ctrl.compare_exchange_weak(cur, emptied(cur), Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    self.count.0.fetch_sub(1, Ordering::Relaxed);
-                    return true;
-                }
-                Err(actual) if (actual ^ c) & ENTRY_MASK == 0 => cur = actual,
-                Err(_) => return false,
+            // Release: the count decrement happens before any acquire load that sees the slot empty.
+            match ctrl.compare_exchange_weak(
+                cur,
+                emptied(cur),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
             }
         }
     }
