@@ -85,8 +85,27 @@ impl Key for FlowKeyV4 {
 trait Flows<K: Key>: Sync {
     fn insert(&self, k: K, v: Flow) -> bool;
     fn remove(&self, k: &K) -> bool;
+    /// Looks a flow up and refreshes it; whether it was found.
+    fn touch(&self, k: &K, now: u64) -> bool;
     /// Runs a burst of operations, returning how many lookups found their flow.
-    fn run(&self, ops: &[Op<K>], now: u64) -> usize;
+    fn run(&self, ops: &[Op<K>], now: u64) -> usize {
+        let mut hits = 0;
+        for op in ops {
+            match op {
+                Op::Lookup(k) => hits += usize::from(self.touch(k, now)),
+                Op::Insert(k) => _ = self.insert(*k, fresh(now)),
+                Op::Remove(k) => _ = self.remove(k),
+            }
+        }
+        hits
+    }
+}
+
+fn fresh(now: u64) -> Flow {
+    Flow {
+        last_seen: now,
+        ..Flow::default()
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -106,32 +125,15 @@ impl<K: Key> Flows<K> for OneKey<K> {
     fn remove(&self, k: &K) -> bool {
         self.0.remove(k).is_some()
     }
-    fn run(&self, ops: &[Op<K>], now: u64) -> usize {
-        let mut hits = 0;
-        for op in ops {
-            match op {
-                Op::Lookup(k) => {
-                    hits += usize::from(self.0.update(k, now, &alive, |v| touch(v, now)).is_some())
-                }
-                Op::Insert(k) => {
-                    _ = self.0.insert(
-                        k,
-                        Flow {
-                            last_seen: now,
-                            ..Flow::default()
-                        },
-                        now,
-                        &alive,
-                    )
-                }
-                Op::Remove(k) => _ = self.0.remove(k),
-            }
-        }
-        hits
+    fn touch(&self, k: &K, now: u64) -> bool {
+        self.0.update(k, now, &alive, |v| touch(v, now)).is_some()
     }
 }
 
 impl<K: Key> Flows<K> for Batched<'_, K> {
+    fn touch(&self, k: &K, now: u64) -> bool {
+        self.0.update(k, now, &alive, |v| touch(v, now)).is_some()
+    }
     fn insert(&self, k: K, v: Flow) -> bool {
         matches!(self.0.insert(&k, v, 0, &alive), Insert::Inserted { .. })
     }
@@ -187,34 +189,21 @@ impl<K: Key> Flows<K> for DashMap<K, Flow, RandomState> {
     fn remove(&self, k: &K) -> bool {
         DashMap::remove(self, k).is_some()
     }
-    fn run(&self, ops: &[Op<K>], now: u64) -> usize {
-        let mut hits = 0;
-        for op in ops {
-            match op {
-                Op::Lookup(k) => {
-                    if let Some(mut v) = self.get_mut(k) {
-                        touch(&mut v, now);
-                        hits += 1;
-                    }
-                }
-                Op::Insert(k) => {
-                    _ = Flows::insert(
-                        self,
-                        *k,
-                        Flow {
-                            last_seen: now,
-                            ..Flow::default()
-                        },
-                    )
-                }
-                Op::Remove(k) => _ = DashMap::remove(self, k),
-            }
-        }
-        hits
+    fn touch(&self, k: &K, now: u64) -> bool {
+        self.get_mut(k).map(|mut v| touch(&mut v, now)).is_some()
     }
 }
 
 impl<K: Key> Flows<K> for papaya::HashMap<K, Flow, RandomState> {
+    fn touch(&self, k: &K, now: u64) -> bool {
+        self.pin()
+            .update(*k, |v| {
+                let mut v = *v;
+                touch(&mut v, now);
+                v
+            })
+            .is_some()
+    }
     fn insert(&self, k: K, v: Flow) -> bool {
         self.pin().try_insert(k, v).is_ok()
     }
@@ -266,30 +255,12 @@ impl<K: Key> Flows<K> for Mutex<HashMap<K, Flow, RandomState>> {
     fn remove(&self, k: &K) -> bool {
         self.lock().unwrap().remove(k).is_some()
     }
-    fn run(&self, ops: &[Op<K>], now: u64) -> usize {
-        let mut hits = 0;
-        for op in ops {
-            match op {
-                Op::Lookup(k) => {
-                    if let Some(v) = self.lock().unwrap().get_mut(k) {
-                        touch(v, now);
-                        hits += 1;
-                    }
-                }
-                Op::Insert(k) => {
-                    _ = Flows::insert(
-                        self,
-                        *k,
-                        Flow {
-                            last_seen: now,
-                            ..Flow::default()
-                        },
-                    )
-                }
-                Op::Remove(k) => _ = self.lock().unwrap().remove(k),
-            }
-        }
-        hits
+    fn touch(&self, k: &K, now: u64) -> bool {
+        self.lock()
+            .unwrap()
+            .get_mut(k)
+            .map(|v| touch(v, now))
+            .is_some()
     }
 }
 
@@ -374,7 +345,7 @@ fn bench_map<K: Key>(
     g.measurement_time(Duration::from_secs(3));
     g.bench_function(BenchmarkId::from_parameter(name), |b| {
         b.iter_custom(|iters| {
-            let elapsed = std::thread::scope(|s| {
+            std::thread::scope(|s| {
                 let handles: Vec<_> = shares
                     .iter_mut()
                     .map(|share| {
@@ -406,8 +377,7 @@ fn bench_map<K: Key>(
                     .map(|h| h.join().unwrap())
                     .max()
                     .unwrap()
-            });
-            elapsed
+            })
         })
     });
     g.finish();
