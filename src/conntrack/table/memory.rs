@@ -2,11 +2,11 @@
 //!
 //! Large tables are aligned to 2 MiB and, on Linux, advised to use transparent huge pages before they are
 //! touched: random probes over hundreds of megabytes would otherwise miss the TLB on nearly every access.
-//! Every page is then touched once, so the whole table is committed at creation (bounded memory, and no
-//! page faults on the packet path).
+//! The whole array is then zeroed, so it is committed at creation (bounded memory, and no page faults on
+//! the packet path).
 
 #[cfg(not(loom))]
-use std::alloc::{Layout, alloc_zeroed, dealloc, handle_alloc_error};
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 #[cfg(not(loom))]
 use std::ptr::NonNull;
 
@@ -46,8 +46,9 @@ impl Words {
             align_of::<AtomicU64>()
         };
         let layout = Layout::from_size_align(bytes, align).expect("table size overflows");
+        // Not `alloc_zeroed`: for this alignment it zeroes (touches) the pages before we can advise them.
         // SAFETY: `layout` has a non-zero size (at least 8 bytes).
-        let raw = unsafe { alloc_zeroed(layout) };
+        let raw = unsafe { alloc(layout) };
         let Some(ptr) = NonNull::new(raw.cast::<AtomicU64>()) else {
             handle_alloc_error(layout)
         };
@@ -57,12 +58,10 @@ impl Words {
             // kernel backs it and cannot invalidate memory. Failure (e.g. THP disabled) is harmless.
             unsafe { libc::madvise(raw.cast(), bytes, libc::MADV_HUGEPAGE) };
         }
-        let words = Self { ptr, len, layout };
-        // Commit the memory now: one store per 4 KiB page (of a zero, which every word already holds).
-        for w in words.iter().step_by(512) {
-            w.store(0, super::sync::Ordering::Relaxed);
-        }
-        words
+        // Zero (and so commit) every page now, after the advice.
+        // SAFETY: `raw` is a fresh allocation of `bytes` bytes, valid for writes.
+        unsafe { std::ptr::write_bytes(raw, 0, bytes) };
+        Self { ptr, len, layout }
     }
 }
 
