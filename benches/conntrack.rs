@@ -117,7 +117,7 @@ enum Op<K> {
 }
 
 struct OneKey<K>(Table<K, Flow>);
-struct Batched<'a, K>(&'a Table<K, Flow>);
+struct Batched<K>(Table<K, Flow>);
 
 impl<K: Key> Flows<K> for OneKey<K> {
     fn insert(&self, k: K, v: Flow) -> bool {
@@ -131,7 +131,7 @@ impl<K: Key> Flows<K> for OneKey<K> {
     }
 }
 
-impl<K: Key> Flows<K> for Batched<'_, K> {
+impl<K: Key> Flows<K> for Batched<K> {
     fn touch(&self, k: &K, now: u64) -> bool {
         self.0.update(k, now, &alive, |v| touch(v, now)).is_some()
     }
@@ -142,7 +142,7 @@ impl<K: Key> Flows<K> for Batched<'_, K> {
         self.0.remove(k).is_some()
     }
     fn run(&self, ops: &[Op<K>], now: u64) -> usize {
-        let t = self.0;
+        let t = &self.0;
         let mut hits = 0;
         let mut hashed: [Hashed<K>; BATCH] = [t.hash(&K::make(0)); BATCH];
         for burst in ops.chunks(BATCH) {
@@ -361,20 +361,27 @@ fn preload<K: Key>(map: &impl Flows<K>, total: usize, threads: usize) -> Vec<Sha
     shares
 }
 
-fn bench_map<K: Key>(
+/// Benchmarks one map; `state` holds the map and its shares, made and preloaded on first use (only if the
+/// benchmark is selected) and kept for the next benchmark that uses the same map.
+fn bench_map<K: Key, M: Flows<K>>(
     c: &mut Criterion,
-    group: &str,
-    name: &str,
-    map: &impl Flows<K>,
-    shares: &mut [Share<K>],
+    (group, name): (&str, &str),
+    (flows, threads): (usize, usize),
+    state: &mut Option<(M, Vec<Share<K>>)>,
+    make: impl Fn() -> M,
 ) {
-    let threads = shares.len();
     let mut g = c.benchmark_group(format!("{group}/{threads}t"));
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
     g.warm_up_time(Duration::from_millis(800));
     g.measurement_time(Duration::from_secs(3));
     g.bench_function(BenchmarkId::from_parameter(name), |b| {
+        let (map, shares) = state.get_or_insert_with(|| {
+            let map = make();
+            let shares = preload(&map, flows, threads);
+            (map, shares)
+        });
+        let map = &*map;
         b.iter_custom(|iters| {
             std::thread::scope(|s| {
                 let handles: Vec<_> = shares
@@ -419,37 +426,30 @@ fn bench_map<K: Key>(
 
 fn suite<K: Key>(c: &mut Criterion, group: &str, flows: usize) {
     let capacity = flows + flows / 5;
+    let hasher = RandomState::default;
     for threads in [1, 2] {
-        {
-            let t = OneKey(Table::<K, Flow>::new(capacity));
-            let mut shares = preload(&t, flows, threads);
-            bench_map(c, group, "table-onekey", &t, &mut shares);
-            bench_map(c, group, "table-batched", &Batched(&t.0), &mut shares);
-        }
-        {
-            let m = DashMap::<K, Flow, RandomState>::with_capacity_and_hasher(
+        let size = (flows, threads);
+        let mut table = None;
+        bench_map(c, (group, "table-onekey"), size, &mut table, || {
+            OneKey::<K>(Table::new(capacity))
+        });
+        let mut table = table.map(|(t, shares)| (Batched(t.0), shares));
+        bench_map(c, (group, "table-batched"), size, &mut table, || {
+            Batched(Table::new(capacity))
+        });
+        drop(table);
+        bench_map(c, (group, "dashmap"), size, &mut None, || {
+            DashMap::<K, Flow, _>::with_capacity_and_hasher(capacity, hasher())
+        });
+        bench_map(c, (group, "papaya"), size, &mut None, || {
+            papaya::HashMap::<K, Flow, _>::with_capacity_and_hasher(capacity, hasher())
+        });
+        bench_map(c, (group, "mutex-hashmap"), size, &mut None, || {
+            Mutex::new(HashMap::<K, Flow, _>::with_capacity_and_hasher(
                 capacity,
-                RandomState::default(),
-            );
-            let mut shares = preload(&m, flows, threads);
-            bench_map(c, group, "dashmap", &m, &mut shares);
-        }
-        {
-            let m = papaya::HashMap::<K, Flow, RandomState>::with_capacity_and_hasher(
-                capacity,
-                RandomState::default(),
-            );
-            let mut shares = preload(&m, flows, threads);
-            bench_map(c, group, "papaya", &m, &mut shares);
-        }
-        {
-            let m = Mutex::new(HashMap::<K, Flow, RandomState>::with_capacity_and_hasher(
-                capacity,
-                RandomState::default(),
-            ));
-            let mut shares = preload(&m, flows, threads);
-            bench_map(c, group, "mutex-hashmap", &m, &mut shares);
-        }
+                hasher(),
+            ))
+        });
     }
 }
 
