@@ -42,18 +42,37 @@ fn cidr(rng: &mut Rng) -> ipnet::IpNet {
 fn traffic(rng: &mut Rng) -> Traffic {
     match rng.below(10) {
         0 => Traffic::All,
-        1 => Traffic::Icmp { proto: 1, icmp_type: Some(8), code: None },
+        1 => Traffic::Icmp {
+            proto: 1,
+            icmp_type: Some(8),
+            code: None,
+        },
         2..=5 => {
             let p = [22u16, 80, 443, 3306, 5432, 6379, 8080, 9000][rng.below(8) as usize];
-            Traffic::Ports { proto: 6, ports: Ports { from: p, to: p } }
+            Traffic::Ports {
+                proto: 6,
+                ports: Ports { from: p, to: p },
+            }
         }
         6 | 7 => {
             let lo = rng.below(60000) as u16;
-            Traffic::Ports { proto: 6, ports: Ports { from: lo, to: lo + rng.below(2000) as u16 } }
+            Traffic::Ports {
+                proto: 6,
+                ports: Ports {
+                    from: lo,
+                    to: lo + rng.below(2000) as u16,
+                },
+            }
         }
         _ => {
             let lo = rng.below(60000) as u16;
-            Traffic::Ports { proto: 17, ports: Ports { from: lo, to: lo + rng.below(100) as u16 } }
+            Traffic::Ports {
+                proto: 17,
+                ports: Ports {
+                    from: lo,
+                    to: lo + rng.below(100) as u16,
+                },
+            }
         }
     }
 }
@@ -61,23 +80,49 @@ fn traffic(rng: &mut Rng) -> Traffic {
 fn snapshot(seed: u64) -> Policy {
     let mut rng = Rng(seed);
     let mut p = Policy::default();
-    p.vpcs.push(Vpc { id: "vpc-1".into(), primary_cidr: Some("10.0.0.0/8".parse().unwrap()), secondary_cidrs: vec![], ipv6_cidrs: vec![] });
+    p.vpcs.push(Vpc {
+        id: "vpc-1".into(),
+        primary_cidr: Some("10.0.0.0/8".parse().unwrap()),
+        secondary_cidrs: vec![],
+        ipv6_cidrs: vec![],
+    });
     for s in 0..SUBNETS {
-        p.subnets.push(Subnet { id: format!("subnet-{s}"), vpc_id: "vpc-1".into(), cidr: Some(format!("10.{s}.0.0/16").parse().unwrap()), ipv6_cidrs: vec![] });
+        p.subnets.push(Subnet {
+            id: format!("subnet-{s}"),
+            vpc_id: "vpc-1".into(),
+            cidr: Some(format!("10.{s}.0.0/16").parse().unwrap()),
+            ipv6_cidrs: vec![],
+        });
         let mut entries = Vec::new();
         for egress in [false, true] {
             for i in 0..NACL_ENTRIES {
                 entries.push(NaclEntry {
                     rule_number: (i + 1) * 10,
                     egress,
-                    action: if rng.below(4) == 0 { Action::Deny } else { Action::Allow },
+                    action: if rng.below(4) == 0 {
+                        Action::Deny
+                    } else {
+                        Action::Allow
+                    },
                     cidr: cidr(&mut rng),
                     traffic: traffic(&mut rng),
                 });
             }
-            entries.push(NaclEntry { rule_number: 32767, egress, action: Action::Deny, cidr: "0.0.0.0/0".parse().unwrap(), traffic: Traffic::All });
+            entries.push(NaclEntry {
+                rule_number: 32767,
+                egress,
+                action: Action::Deny,
+                cidr: "0.0.0.0/0".parse().unwrap(),
+                traffic: Traffic::All,
+            });
         }
-        p.nacls.push(NetworkAcl { id: format!("acl-{s}"), vpc_id: "vpc-1".into(), is_default: false, subnet_ids: vec![format!("subnet-{s}")], entries });
+        p.nacls.push(NetworkAcl {
+            id: format!("acl-{s}"),
+            vpc_id: "vpc-1".into(),
+            is_default: false,
+            subnet_ids: vec![format!("subnet-{s}")],
+            entries,
+        });
     }
     p.route_tables.push(RouteTable {
         id: "rtb-1".into(),
@@ -85,12 +130,20 @@ fn snapshot(seed: u64) -> Policy {
         main: true,
         subnet_ids: vec![],
         routes: vec![
-            Route { destination: "10.0.0.0/8".parse().unwrap(), target: RouteTarget::Local, blackhole: false },
-            Route { destination: "0.0.0.0/0".parse().unwrap(), target: RouteTarget::Gateway("igw-1".into()), blackhole: false },
+            Route {
+                destination: "10.0.0.0/8".parse().unwrap(),
+                target: RouteTarget::Local,
+                blackhole: false,
+            },
+            Route {
+                destination: "0.0.0.0/0".parse().unwrap(),
+                target: RouteTarget::Gateway("igw-1".into()),
+                blackhole: false,
+            },
         ],
     });
     for g in 0..GROUPS {
-        let mut rules = |rng: &mut Rng| -> Vec<SgRule> {
+        let rules = |rng: &mut Rng| -> Vec<SgRule> {
             (0..RULES_PER_GROUP)
                 .map(|_| SgRule {
                     id: None,
@@ -105,7 +158,12 @@ fn snapshot(seed: u64) -> Policy {
         };
         let ingress = rules(&mut rng);
         let egress = rules(&mut rng);
-        p.security_groups.push(SecurityGroup { id: format!("sg-{g}"), name: None, ingress, egress });
+        p.security_groups.push(SecurityGroup {
+            id: format!("sg-{g}"),
+            name: None,
+            ingress,
+            egress,
+        });
     }
     for e in 0..ENIS {
         let s = e % SUBNETS;
@@ -136,7 +194,13 @@ fn changed(mut p: Policy) -> Policy {
         Action::Allow => Action::Deny,
         Action::Deny => Action::Allow,
     };
-    p.security_groups[2].ingress[5].traffic = Traffic::Ports { proto: 6, ports: Ports { from: 5432, to: 5432 } };
+    p.security_groups[2].ingress[5].traffic = Traffic::Ports {
+        proto: 6,
+        ports: Ports {
+            from: 5432,
+            to: 5432,
+        },
+    };
     p.security_groups[7].egress.pop();
     p
 }
@@ -144,15 +208,48 @@ fn changed(mut p: Policy) -> Policy {
 fn bench(c: &mut Criterion) {
     let old = snapshot(0x5eed);
     let new = changed(old.clone());
-    let rules: usize = old.enis[0].groups.iter().map(|g| old.security_groups.iter().find(|x| x.id == *g).unwrap().ingress.len()).sum();
-    eprintln!("snapshot: {ENIS} ENIs, {GROUPS_PER_ENI} groups x {RULES_PER_GROUP} rules per ENI ({rules} ingress rules on eni-0), {NACL_ENTRIES}-entry NACLs");
+    let rules: usize = old.enis[0]
+        .groups
+        .iter()
+        .map(|g| {
+            old.security_groups
+                .iter()
+                .find(|x| x.id == *g)
+                .unwrap()
+                .ingress
+                .len()
+        })
+        .sum();
+    eprintln!(
+        "snapshot: {ENIS} ENIs, {GROUPS_PER_ENI} groups x {RULES_PER_GROUP} rules per ENI ({rules} ingress rules on eni-0), {NACL_ENTRIES}-entry NACLs"
+    );
+    let t = std::time::Instant::now();
     let compiled = CompiledPolicy::compile(old.clone()).unwrap();
-    let flow = parse_flow("tcp 10.0.1.11:40000 -> 10.1.1.12:443").unwrap();
+    eprintln!("compile: {:?}", t.elapsed());
+    if std::env::var_os("VPCFW_BENCH_ONCE").is_some() {
+        let flow = parse_flow("tcp 10.1.1.11:40000 -> 10.2.1.12:443").unwrap();
+        let t = std::time::Instant::now();
+        black_box(explain(&compiled, &flow).unwrap());
+        eprintln!("explain once: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        black_box(lint(&old));
+        eprintln!("lint once: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        black_box(diff(&old, &new));
+        eprintln!("diff once: {:?}", t.elapsed());
+    }
+    let flow = parse_flow("tcp 10.1.1.11:40000 -> 10.2.1.12:443").unwrap();
     let mut g = c.benchmark_group("analysis");
-    g.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_secs(1));
     g.bench_function("lint", |b| b.iter(|| black_box(lint(black_box(&old)))));
-    g.bench_function("diff", |b| b.iter(|| black_box(diff(black_box(&old), black_box(&new)))));
-    g.bench_function("explain", |b| b.iter(|| black_box(explain(black_box(&compiled), &flow).unwrap())));
+    g.bench_function("diff", |b| {
+        b.iter(|| black_box(diff(black_box(&old), black_box(&new))))
+    });
+    g.bench_function("explain", |b| {
+        b.iter(|| black_box(explain(black_box(&compiled), &flow).unwrap()))
+    });
     g.finish();
 }
 

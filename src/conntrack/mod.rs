@@ -5,6 +5,8 @@
 //!
 //! Time is always a parameter ([`Time`]); nothing here reads a clock.
 
+pub mod table;
+
 use std::fmt;
 use std::net::IpAddr;
 
