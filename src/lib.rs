@@ -53,6 +53,7 @@
 
 pub mod analysis;
 pub mod aws;
+pub mod capture;
 pub mod compile;
 pub mod conntrack;
 pub mod events;
@@ -61,4 +62,5 @@ pub mod firewall;
 pub mod flowlog;
 pub mod matcher;
 pub mod policy;
+pub mod replay;
 pub mod wire;
