@@ -48,7 +48,8 @@
 //! Modules: [`policy`] (the plain description), [`aws`] (loading AWS CLI JSON),
 //! [`compile`] (policy → matchers), [`matcher`] (the classifier and its linear reference),
 //! [`conntrack`] (flow state machines), [`firewall`] (the engine), [`events`] (the
-//! `vpcfw eval` line protocol).
+//! `vpcfw eval` line protocol), [`capture`] (pcap and pcapng files), [`replay`] (what
+//! `vpcfw replay` counts and writes).
 #![warn(missing_docs)]
 
 pub mod analysis;
