@@ -149,6 +149,37 @@ fn check_summary_matches(summary: &Value, answers: &[Value]) {
     );
 }
 
+/// "Allowed most" and the conntrack passes agree with the steps of eval's traced answers.
+fn check_allowing_rules(summary: &Value, traced: &[Value]) {
+    let (mut rules, mut tracked) = (BTreeMap::<String, u64>::new(), 0);
+    for a in traced.iter().filter(|a| a["action"] == "ACCEPT") {
+        for step in a["path"].as_array().unwrap() {
+            if step["stage"] == "route" {
+                continue;
+            }
+            match step["rule"].as_str() {
+                Some(r) => *rules.entry(r.to_owned()).or_default() += 1,
+                None if step["via"] == "conntrack" => tracked += 1,
+                None => panic!("a step without a rule: {step}"),
+            }
+        }
+    }
+    assert_eq!(summary["tracked_passes"], tracked);
+    assert!(tracked > 0);
+    let top = summary["top_allowing_rules"].as_array().unwrap();
+    assert_eq!(top.len(), rules.len().min(vpcfw::replay::TOP_RULES));
+    let mut counts: Vec<u64> = rules.values().copied().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    for (t, want) in top.iter().zip(counts) {
+        assert_eq!(t["packets"].as_u64(), Some(want), "{t}");
+        assert_eq!(
+            t["packets"].as_u64(),
+            rules.get(t["rule"].as_str().unwrap()).copied(),
+            "{t}"
+        );
+    }
+}
+
 /// The Done-when test of issue 5: a pcap generated from the three-tier traffic, replayed,
 /// answers as `vpcfw eval` does on the same events, line for line, and its summary counts
 /// are eval's answers counted.
@@ -171,6 +202,7 @@ fn replay_agrees_with_eval_on_three_tier() {
         assert_eq!(r, e, "frame {}", i + 1);
     }
     check_summary_matches(&summary, &evaluated);
+    check_allowing_rules(&summary, &eval(&events_file(), &["--trace"]));
     // The example exercises more than one outcome.
     assert!(summary["accepted"].as_u64().unwrap() > 0);
     assert!(summary["rejected"]["nacl-ingress"].as_u64().unwrap() > 0);
