@@ -48,11 +48,13 @@
 //! Modules: [`policy`] (the plain description), [`aws`] (loading AWS CLI JSON),
 //! [`compile`] (policy → matchers), [`matcher`] (the classifier and its linear reference),
 //! [`conntrack`] (flow state machines), [`firewall`] (the engine), [`events`] (the
-//! `vpcfw eval` line protocol).
+//! `vpcfw eval` line protocol), [`capture`] (pcap and pcapng files), [`replay`] (what
+//! `vpcfw replay` counts and writes).
 #![warn(missing_docs)]
 
 pub mod analysis;
 pub mod aws;
+pub mod capture;
 pub mod compile;
 pub mod conntrack;
 pub mod events;
@@ -61,4 +63,5 @@ pub mod firewall;
 pub mod flowlog;
 pub mod matcher;
 pub mod policy;
+pub mod replay;
 pub mod wire;

@@ -5,10 +5,12 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vpcfw::aws;
+use vpcfw::capture::{CaptureError, CaptureReader, CaptureWriter, Format};
 use vpcfw::compile::CompiledPolicy;
 use vpcfw::events::{self, Event};
 use vpcfw::firewall::Firewall;
 use vpcfw::flowlog::FlowLog;
+use vpcfw::replay::{self, Summary};
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +72,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Judge every frame of a pcap or pcapng capture (Ethernet) as if sent by its source ENI,
+    /// at its capture time; print a summary. Exit status: 0, or 2 when the capture is
+    /// truncated or not a capture (after the summary of what was read) or a file fails.
+    Replay(ReplayOptions),
+    /// Turn `vpcfw eval` event lines into an Ethernet capture (timestamps = `t`); reload lines
+    /// and lines that describe no frame are skipped with a warning.
+    Pcap {
+        /// Event file (JSON lines); standard input when absent.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+        /// The capture to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Write pcapng instead of classic pcap.
+        #[arg(long)]
+        pcapng: bool,
+        /// Nanosecond timestamps (default: microseconds).
+        #[arg(long)]
+        nanos: bool,
+        /// Big-endian headers (default: little-endian).
+        #[arg(long)]
+        big_endian: bool,
+    },
     /// Explain the whole path of one flow and of its reply: every step, every rule considered.
     Explain {
         /// Snapshot directory of `aws ec2 describe-*` JSON files.
@@ -117,6 +142,21 @@ fn main() -> ExitCode {
             json,
         } => diff(&snapshot, &snapshot_new, json),
         Command::Lint { snapshot, json } => lint(&snapshot, json),
+        Command::Replay(opts) => replay(&opts),
+        Command::Pcap {
+            events,
+            out,
+            pcapng,
+            nanos,
+            big_endian,
+        } => {
+            let format = if pcapng {
+                Format::PcapNg { big_endian, nanos }
+            } else {
+                Format::Pcap { big_endian, nanos }
+            };
+            pcap(events.as_deref(), &out, format)
+        }
     }
 }
 
@@ -233,6 +273,18 @@ struct FlowLogSink {
 }
 
 impl FlowLogSink {
+    /// Creates the flow-log file `path`, or `None` when no flow log was asked for.
+    fn create(path: Option<&Path>, interval: u32) -> Result<Option<FlowLogSink>, ExitCode> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        Ok(Some(FlowLogSink {
+            log: FlowLog::new(interval),
+            file: create(path, "flow log")?,
+            path: path.to_owned(),
+        }))
+    }
+
     fn fail(&self, e: io::Error) -> ExitCode {
         eprintln!("vpcfw: writing flow log {}: {e}", self.path.display());
         ExitCode::from(2)
@@ -248,29 +300,13 @@ fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> Exit
             return ExitCode::from(2);
         }
     };
-    let input: Box<dyn Read> = match events_file {
-        None => Box::new(io::stdin().lock()),
-        Some(f) => match std::fs::File::open(f) {
-            Ok(file) => Box::new(file),
-            Err(e) => {
-                eprintln!("vpcfw: cannot open events file {}: {e}", f.display());
-                return ExitCode::from(2);
-            }
-        },
+    let input = match open_events(events_file) {
+        Ok(i) => i,
+        Err(code) => return code,
     };
-    let mut sink = match &opts.flow_log {
-        None => None,
-        Some(path) => match std::fs::File::create(path) {
-            Ok(f) => Some(FlowLogSink {
-                log: FlowLog::new(opts.flow_log_interval),
-                file: io::BufWriter::new(f),
-                path: path.clone(),
-            }),
-            Err(e) => {
-                eprintln!("vpcfw: cannot create flow log {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
+    let mut sink = match FlowLogSink::create(opts.flow_log.as_deref(), opts.flow_log_interval) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let mut fw = Firewall::new(policy, opts.allowance);
     let mut reader = BufReader::with_capacity(1 << 16, input);
@@ -279,19 +315,12 @@ fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> Exit
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("vpcfw: reading events: {e}");
-                return ExitCode::from(2);
-            }
+        match next_line(&mut reader, &mut buf) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(code) => return code,
         }
         line_no += 1;
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
         let answer = match std::str::from_utf8(&buf) {
             Err(_) => serde_json::json!({"error": format!("line {line_no}: not valid UTF-8")}),
             Ok(line) => match events::parse_event(line) {
@@ -355,4 +384,355 @@ fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> Exit
             ExitCode::from(2)
         }
     }
+}
+
+/// The event lines: the file, or standard input when there is none.
+fn open_events(events_file: Option<&Path>) -> Result<Box<dyn Read>, ExitCode> {
+    match events_file {
+        None => Ok(Box::new(io::stdin().lock())),
+        Some(f) => match std::fs::File::open(f) {
+            Ok(file) => Ok(Box::new(file)),
+            Err(e) => {
+                eprintln!("vpcfw: cannot open events file {}: {e}", f.display());
+                Err(ExitCode::from(2))
+            }
+        },
+    }
+}
+
+/// Reads the next event line into `buf`, without its line ending; `false` at the end.
+fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> Result<bool, ExitCode> {
+    buf.clear();
+    match reader.read_until(b'\n', buf) {
+        Ok(0) => return Ok(false),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("vpcfw: reading events: {e}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+        buf.pop();
+    }
+    Ok(true)
+}
+
+/// Creates an output file (`what` names it in the error).
+fn create(path: &Path, what: &str) -> Result<io::BufWriter<std::fs::File>, ExitCode> {
+    match std::fs::File::create(path) {
+        Ok(f) => Ok(io::BufWriter::with_capacity(1 << 16, f)),
+        Err(e) => {
+            eprintln!("vpcfw: cannot create {what} {}: {e}", path.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The options of `vpcfw replay`.
+#[derive(clap::Args)]
+struct ReplayOptions {
+    /// Snapshot directory of `aws ec2 describe-*` JSON files.
+    #[arg(long, value_name = "DIR")]
+    snapshot: PathBuf,
+    /// The capture: pcap (either byte order, micro- or nanosecond) or pcapng.
+    #[arg(long, value_name = "FILE")]
+    pcap: PathBuf,
+    /// Write VPC Flow Log records (version 2 default format) to this file.
+    #[arg(long, value_name = "FILE")]
+    flow_log: Option<PathBuf>,
+    /// Flow-log aggregation interval in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = vpcfw::flowlog::DEFAULT_INTERVAL_SECS)]
+    flow_log_interval: u32,
+    /// Write one JSON line per frame: the `vpcfw eval` answer, or {"error": ...} for a
+    /// frame that is not judged (not IP, outside the VPC).
+    #[arg(long, value_name = "FILE")]
+    verdicts: Option<PathBuf>,
+    /// Write the accepted frames to this pcap.
+    #[arg(long, value_name = "FILE")]
+    accepted: Option<PathBuf>,
+    /// Write the rejected frames (malformed ones included) to this pcap.
+    #[arg(long, value_name = "FILE")]
+    rejected: Option<PathBuf>,
+    /// Cap on live tracked connections per instance.
+    #[arg(long, value_name = "N")]
+    allowance: Option<u32>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Print neither load warnings nor progress.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+type PcapOut = CaptureWriter<io::BufWriter<std::fs::File>>;
+
+/// The files `replay` writes besides the summary.
+struct ReplayOutputs {
+    verdicts: Option<io::BufWriter<std::fs::File>>,
+    accepted: Option<PcapOut>,
+    rejected: Option<PcapOut>,
+    flow_log: Option<FlowLogSink>,
+}
+
+impl ReplayOutputs {
+    fn create(opts: &ReplayOptions, format: Format) -> Result<ReplayOutputs, ExitCode> {
+        let capture = |path: &Option<PathBuf>, what: &str| -> Result<Option<PcapOut>, ExitCode> {
+            let Some(path) = path else {
+                return Ok(None);
+            };
+            CaptureWriter::new(create(path, what)?, format)
+                .map(Some)
+                .map_err(|e| {
+                    eprintln!("vpcfw: writing {what} {}: {e}", path.display());
+                    ExitCode::from(2)
+                })
+        };
+        Ok(ReplayOutputs {
+            verdicts: match &opts.verdicts {
+                Some(p) => Some(create(p, "verdicts file")?),
+                None => None,
+            },
+            accepted: capture(&opts.accepted, "accepted capture")?,
+            rejected: capture(&opts.rejected, "rejected capture")?,
+            flow_log: FlowLogSink::create(opts.flow_log.as_deref(), opts.flow_log_interval)?,
+        })
+    }
+
+    /// Writes what frame number `n` gives to each output.
+    fn frame(
+        &mut self,
+        policy: &CompiledPolicy,
+        n: u64,
+        frame: &vpcfw::capture::Frame<'_>,
+        outcome: &replay::FrameOutcome,
+    ) -> io::Result<()> {
+        if let Some(out) = &mut self.verdicts {
+            serde_json::to_writer(&mut *out, &replay::answer_line(policy, n, outcome))?;
+            out.write_all(b"\n")?;
+        }
+        let Ok((packet, verdict)) = outcome else {
+            return Ok(());
+        };
+        let pcap = match verdict.decision {
+            vpcfw::firewall::Decision::Accept => &mut self.accepted,
+            vpcfw::firewall::Decision::Reject => &mut self.rejected,
+        };
+        if let Some(w) = pcap {
+            w.write_frame(frame.time, frame.data, frame.orig_len)?;
+        }
+        if let Some(s) = &mut self.flow_log {
+            s.log
+                .record(policy, frame.time, packet, verdict, &mut s.file)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self, policy: &CompiledPolicy) -> io::Result<()> {
+        if let Some(mut out) = self.verdicts {
+            out.flush()?;
+        }
+        for w in [self.accepted, self.rejected].into_iter().flatten() {
+            w.finish()?;
+        }
+        if let Some(mut s) = self.flow_log {
+            s.log.flush(policy, &mut s.file)?;
+            s.file.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress on standard error: frames and megabytes, at most every 2 s.
+struct Progress {
+    enabled: bool,
+    total: Option<u64>,
+    last: std::time::Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn tick(&mut self, frames: u64, offset: u64) {
+        if !self.enabled || !frames.is_multiple_of(1024) || self.last.elapsed().as_secs_f64() < 2.0
+        {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let mb = |b: u64| b as f64 / 1e6;
+        match self.total {
+            Some(t) if t > 0 => eprint!(
+                "\rvpcfw: {frames} frames, {:.1} of {:.1} MB ({:.0}%)  ",
+                mb(offset),
+                mb(t),
+                offset as f64 * 100.0 / t as f64
+            ),
+            _ => eprint!("\rvpcfw: {frames} frames, {:.1} MB  ", mb(offset)),
+        }
+        self.shown = true;
+    }
+
+    fn done(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
+fn replay(opts: &ReplayOptions) -> ExitCode {
+    use std::io::IsTerminal;
+    let policy = match load(&opts.snapshot, opts.quiet) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vpcfw: cannot load snapshot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let file = match std::fs::File::open(&opts.pcap) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vpcfw: cannot open {}: {e}", opts.pcap.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut progress = Progress {
+        enabled: !opts.quiet && io::stderr().is_terminal(),
+        total: file.metadata().ok().map(|m| m.len()),
+        last: std::time::Instant::now(),
+        shown: false,
+    };
+    let mut fw = Firewall::new(policy, opts.allowance);
+    let mut summary = Summary::default();
+    let reader = CaptureReader::new(file);
+    // Outputs keep every timestamp: nanoseconds unless the input has only microseconds.
+    let nanos = match reader.as_ref().map(|r| r.format()) {
+        Ok(Format::Pcap { nanos, .. }) => nanos,
+        Ok(Format::PcapNg { .. }) => true,
+        Err(_) => false,
+    };
+    let format = Format::Pcap {
+        big_endian: false,
+        nanos,
+    };
+    let mut outputs = match ReplayOutputs::create(opts, format) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let failure = match reader {
+        Err(e) => Some(e),
+        Ok(mut reader) => loop {
+            let frame = match reader.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            };
+            let outcome = fw.process_frame(frame.time, frame.data);
+            summary.add(frame.time, frame.data.len(), &outcome);
+            if let Err(e) = outputs.frame(fw.policy(), summary.frames, &frame, &outcome) {
+                eprintln!("vpcfw: writing output: {e}");
+                return ExitCode::from(2);
+            }
+            progress.tick(summary.frames, reader.offset());
+        },
+    };
+    progress.done();
+    if let Err(e) = outputs.finish(fw.policy()) {
+        eprintln!("vpcfw: writing output: {e}");
+        return ExitCode::from(2);
+    }
+    replay_end(opts, fw.policy(), &summary, failure)
+}
+
+/// Prints the summary (with the capture error, if any) and gives the exit status.
+fn replay_end(
+    opts: &ReplayOptions,
+    policy: &CompiledPolicy,
+    summary: &Summary,
+    failure: Option<CaptureError>,
+) -> ExitCode {
+    let text = if opts.json {
+        let mut j = summary.to_json(policy);
+        j["error"] = match &failure {
+            Some(e) => serde_json::json!({"offset": e.offset, "message": e.message}),
+            None => serde_json::Value::Null,
+        };
+        format!("{j:#}\n")
+    } else {
+        summary.render_text(policy)
+    };
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            eprintln!("vpcfw: writing the summary: {e}");
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    match failure {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
+            eprintln!(
+                "vpcfw: {}: {e} (the summary covers the {} frames before it)",
+                opts.pcap.display(),
+                summary.frames
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn pcap(events_file: Option<&Path>, out_path: &Path, format: Format) -> ExitCode {
+    let input = match open_events(events_file) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let out = match create(out_path, "capture") {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let fail = |e: io::Error| {
+        eprintln!("vpcfw: writing {}: {e}", out_path.display());
+        ExitCode::from(2)
+    };
+    let mut w = match CaptureWriter::new(out, format) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, input);
+    let (mut buf, mut line_no, mut skipped) = (Vec::new(), 0u64, 0u64);
+    loop {
+        match next_line(&mut reader, &mut buf) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(code) => return code,
+        }
+        line_no += 1;
+        let parsed = std::str::from_utf8(&buf)
+            .map_err(|_| "not valid UTF-8".to_owned())
+            .and_then(events::parse_event);
+        let frame = match parsed {
+            Ok(Event::Packet { t, packet }) => replay::packet_frame(&packet).map(|f| (t, f)),
+            Ok(Event::Reload { .. }) => Err("a reload has no frame".to_owned()),
+            Err(e) => Err(e),
+        };
+        match frame {
+            Ok((t, f)) => {
+                if let Err(e) = w.write_frame(t, &f, f.len() as u32) {
+                    return fail(e);
+                }
+            }
+            Err(e) => {
+                skipped += 1;
+                eprintln!("vpcfw: warning: line {line_no} skipped: {e}");
+            }
+        }
+    }
+    if let Err(e) = w.finish() {
+        return fail(e);
+    }
+    if skipped > 0 {
+        eprintln!(
+            "vpcfw: {} of {line_no} lines written as frames, {skipped} skipped",
+            line_no - skipped
+        );
+    }
+    ExitCode::SUCCESS
 }
