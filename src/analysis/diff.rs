@@ -19,8 +19,10 @@ use crate::compile::{EXEMPT_V4, EXEMPT_V6};
 use crate::policy::{Eni, NaclEntry, Peer, Policy, RouteTable, SgRule};
 use ipnet::IpNet;
 use serde::Serialize;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::rc::Rc;
 
 /// One region of traffic whose verdict changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -98,10 +100,19 @@ enum Part {
     Stateless,
 }
 
-/// Per-snapshot lookups.
+/// Per-snapshot lookups, memoised (each is asked for many ENI pairs).
 struct View<'a> {
     p: &'a Policy,
     enis: HashMap<&'a str, &'a Eni>,
+    sg: RefCell<HashMap<(String, bool, bool), Rc<Vec<HBox>>>>,
+    nacl: RefCell<HashMap<(String, bool, bool), Option<Rc<NaclView>>>>,
+    routes: RefCell<HashMap<(String, bool), Rc<(Region, Vec<(HBox, bool)>)>>>,
+}
+
+/// One NACL list: its entries as (rule number, deny?, box), and the region it allows.
+struct NaclView {
+    entries: Vec<(u32, bool, HBox)>,
+    allowed: Region,
 }
 
 impl<'a> View<'a> {
@@ -109,6 +120,9 @@ impl<'a> View<'a> {
         View {
             p,
             enis: p.enis.iter().map(|e| (e.id.as_str(), e)).collect(),
+            sg: RefCell::default(),
+            nacl: RefCell::default(),
+            routes: RefCell::default(),
         }
     }
 
@@ -157,7 +171,7 @@ impl<'a> View<'a> {
     }
 
     /// The security-group rules of one direction of an ENI, as raw boxes (peer in ADDR).
-    fn sg_boxes(&self, eni: &Eni, egress: bool, v6: bool) -> Vec<HBox> {
+    fn compute_sg_boxes(&self, eni: &Eni, egress: bool, v6: bool) -> Vec<HBox> {
         let mut out = Vec::new();
         for g in &eni.groups {
             let Some(group) = self.p.security_groups.iter().find(|x| x.id == *g) else {
@@ -201,7 +215,7 @@ impl<'a> View<'a> {
     }
 
     /// Destination addresses the subnet's routes deliver (longest prefix, blackholes removed).
-    fn routed(&self, subnet: &str, v6: bool) -> Region {
+    fn compute_routed(&self, subnet: &str, v6: bool) -> Region {
         let Some(t) = self.route_table(subnet) else {
             return Region::empty();
         };
@@ -223,6 +237,93 @@ impl<'a> View<'a> {
             seen.add_box(b);
         }
         ok
+    }
+
+    /// The security-group rules of one direction of an ENI as raw boxes (memoised).
+    fn sg_boxes(&self, eni: &Eni, egress: bool, v6: bool) -> Rc<Vec<HBox>> {
+        let key = (eni.id.clone(), egress, v6);
+        if let Some(b) = self.sg.borrow().get(&key) {
+            return Rc::clone(b);
+        }
+        let b = Rc::new(self.compute_sg_boxes(eni, egress, v6));
+        self.sg.borrow_mut().insert(key, Rc::clone(&b));
+        b
+    }
+
+    fn nacl_view(&self, subnet: &str, egress: bool, v6: bool) -> Option<Rc<NaclView>> {
+        let key = (subnet.to_owned(), egress, v6);
+        if let Some(n) = self.nacl.borrow().get(&key) {
+            return n.clone();
+        }
+        let n = self.nacl_entries(subnet, egress, v6).map(|l| {
+            Rc::new(NaclView {
+                entries: l
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.rule_number,
+                            e.action == crate::policy::Action::Deny,
+                            rule_box(&e.traffic, &e.cidr),
+                        )
+                    })
+                    .collect(),
+                allowed: nacl_allowed(&l),
+            })
+        });
+        self.nacl.borrow_mut().insert(key, n.clone());
+        n
+    }
+
+    /// The region a subnet's NACL list allows (`None`: the subnet has no NACL).
+    fn nacl_allowed(&self, subnet: &str, egress: bool, v6: bool) -> Option<Region> {
+        self.nacl_view(subnet, egress, v6)
+            .map(|n| n.allowed.clone())
+    }
+
+    /// The boxes of the NACL entries that differ from `other`'s (number, action or match).
+    fn nacl_boxes(&self, subnet: &str, egress: bool, v6: bool) -> Option<Vec<(u32, bool, HBox)>> {
+        self.nacl_view(subnet, egress, v6)
+            .map(|n| n.entries.clone())
+    }
+
+    fn route_view(&self, subnet: &str, v6: bool) -> Rc<(Region, Vec<(HBox, bool)>)> {
+        let key = (subnet.to_owned(), v6);
+        if let Some(r) = self.routes.borrow().get(&key) {
+            return Rc::clone(r);
+        }
+        let list = self
+            .route_table(subnet)
+            .map(|t| {
+                t.routes
+                    .iter()
+                    .filter(|r| r.destination.addr().is_ipv6() == v6)
+                    .map(|r| (addr_box(&r.destination, v6), r.blackhole))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let r = Rc::new((self.compute_routed(subnet, v6), list));
+        self.routes.borrow_mut().insert(key, Rc::clone(&r));
+        r
+    }
+
+    /// Destination addresses the subnet's routes deliver.
+    fn routed(&self, subnet: &str, v6: bool) -> Region {
+        self.route_view(subnet, v6).0.clone()
+    }
+
+    /// Whether a packet from the subnet to `d` is routed (not blackholed, a route exists).
+    fn routes_to(&self, subnet: &str, d: IpAddr) -> bool {
+        let v = addr_value(d);
+        self.route_view(subnet, d.is_ipv6())
+            .0
+            .boxes()
+            .iter()
+            .any(|b| b.lo[ADDR] <= v && v <= b.hi[ADDR])
+    }
+
+    /// The routes as (destination box, blackhole).
+    fn route_boxes(&self, subnet: &str, v6: bool) -> Vec<(HBox, bool)> {
+        self.route_view(subnet, v6).1.clone()
     }
 
     /// Whether the ENI has a literal /0 both ways for the protocol (flows would be untracked).
@@ -253,8 +354,15 @@ fn addr_value(a: IpAddr) -> u128 {
     }
 }
 
-/// Boxes containing `addr` in ADDR, with ADDR collapsed to 0 (the address is fixed).
-fn at(boxes: &[HBox], addr: u128) -> Region {
+fn point_box(v6: bool) -> HBox {
+    let mut b = HBox::all(v6);
+    b.lo[ADDR] = 0;
+    b.hi[ADDR] = 0;
+    b
+}
+
+/// Projected boxes (ADDR collapsed to 0) of `boxes` that contain `addr`, clipped to `within`.
+fn at_within(boxes: &[HBox], addr: u128, within: &Region) -> Region {
     let mut r = Region::empty();
     for b in boxes
         .iter()
@@ -263,78 +371,260 @@ fn at(boxes: &[HBox], addr: u128) -> Region {
         let mut b = *b;
         b.lo[ADDR] = 0;
         b.hi[ADDR] = 0;
-        r.add_box(b);
+        for w in within.boxes() {
+            if let Some(i) = b.intersect(w) {
+                r.add_box(i);
+            }
+        }
     }
     r
 }
 
-fn point_box(v6: bool) -> HBox {
-    let mut b = HBox::all(v6);
-    b.lo[ADDR] = 0;
-    b.hi[ADDR] = 0;
-    b
-}
-
-/// The allowed request region between two fixed addresses, split into the security-group part
-/// and the stateless (NACL + route) part.
-fn pair_allowed(v: &View, a: &Eni, s: IpAddr, b: &Eni, d: IpAddr) -> (Region, Region) {
+/// The allowed request region between two fixed addresses, within `within` (ADDR collapsed),
+/// split into the security-group part and the stateless (NACL + route) part.
+fn pair_allowed(
+    v: &View,
+    a: &Eni,
+    s: IpAddr,
+    b: &Eni,
+    d: IpAddr,
+    within: &Region,
+) -> (Region, Region) {
     let v6 = s.is_ipv6();
     let (sv, dv) = (addr_value(s), addr_value(d));
-    let sg = at(&v.sg_boxes(a, true, v6), dv).intersect(&at(&v.sg_boxes(b, false, v6), sv));
-    let mut stateless = Region::of(point_box(v6));
+    let sg = at_within(&v.sg_boxes(a, true, v6), dv, within).intersect(&at_within(
+        &v.sg_boxes(b, false, v6),
+        sv,
+        within,
+    ));
+    let mut stateless = within.clone();
     if a.subnet_id != b.subnet_id {
         let out = v
-            .nacl_entries(&a.subnet_id, true, v6)
-            .map(|l| at(nacl_allowed(&l).boxes(), dv))
+            .nacl_allowed(&a.subnet_id, true, v6)
+            .map(|r| at_within(r.boxes(), dv, within))
             .unwrap_or_default();
         let inn = v
-            .nacl_entries(&b.subnet_id, false, v6)
-            .map(|l| at(nacl_allowed(&l).boxes(), sv))
+            .nacl_allowed(&b.subnet_id, false, v6)
+            .map(|r| at_within(r.boxes(), sv, within))
             .unwrap_or_default();
-        stateless = stateless.intersect(&out).intersect(&inn);
+        stateless = out.intersect(&inn);
     }
-    let mut dst_point = HBox::all(v6);
-    dst_point.lo[ADDR] = dv;
-    dst_point.hi[ADDR] = dv;
-    if !v.routed(&a.subnet_id, v6).covers(&dst_point) {
+    if !v.routes_to(&a.subnet_id, d) {
         stateless = Region::empty();
     }
     (sg, stateless)
 }
 
-/// Replies of connections that stay allowed: their path back (NACLs and routes; the security
-/// groups admit them by state) is checked on the clients' possible ports. A reply region that
-/// becomes rejected cuts the live connections at once.
+/// Items in one list and not the other (multiset difference both ways), by `key`.
+fn changed<T: Copy, K: Ord>(old: &[T], new: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
+    let (mut a, mut b) = (old.to_vec(), new.to_vec());
+    a.sort_by_key(&key);
+    b.sort_by_key(&key);
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    loop {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => match key(x).cmp(&key(y)) {
+                std::cmp::Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    out.push(*x);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(*y);
+                    j += 1;
+                }
+            },
+            (Some(x), None) => {
+                out.push(*x);
+                i += 1;
+            }
+            (None, Some(y)) => {
+                out.push(*y);
+                j += 1;
+            }
+            (None, None) => return out,
+        }
+    }
+}
+
+fn changed_boxes(old: &[HBox], new: &[HBox]) -> Vec<HBox> {
+    changed(old, new, |b| (b.lo, b.hi))
+}
+
+fn changed_entries(old: &[(u32, bool, HBox)], new: &[(u32, bool, HBox)]) -> Vec<HBox> {
+    changed(old, new, |(n, deny, b)| (*n, *deny, b.lo, b.hi))
+        .into_iter()
+        .map(|e| e.2)
+        .collect()
+}
+
+fn changed_routes(old: &[(HBox, bool)], new: &[(HBox, bool)]) -> Vec<HBox> {
+    changed(old, new, |(b, blackhole)| (b.lo, b.hi, *blackhole))
+        .into_iter()
+        .map(|r| r.0)
+        .collect()
+}
+
+/// What differs between the snapshots, per ENI side and per NACL list, computed once.
+#[derive(Default)]
+struct Changes {
+    sg: HashMap<(String, bool, bool), Vec<HBox>>,
+    /// `None`: the list exists in one snapshot only.
+    nacl: HashMap<(String, bool, bool), Option<Vec<HBox>>>,
+}
+
+impl Changes {
+    fn sg(
+        &self,
+        vo: &View,
+        vn: &View,
+        (ao, an): (&Eni, &Eni),
+        egress: bool,
+        v6: bool,
+    ) -> Vec<HBox> {
+        match self.sg.get(&(ao.id.clone(), egress, v6)) {
+            Some(c) => c.clone(),
+            None => changed_boxes(&vo.sg_boxes(ao, egress, v6), &vn.sg_boxes(an, egress, v6)),
+        }
+    }
+    fn nacl(
+        &self,
+        vo: &View,
+        vn: &View,
+        subnet: &str,
+        egress: bool,
+        v6: bool,
+    ) -> Option<Vec<HBox>> {
+        match self.nacl.get(&(subnet.to_owned(), egress, v6)) {
+            Some(c) => c.clone(),
+            None => match (
+                vo.nacl_boxes(subnet, egress, v6),
+                vn.nacl_boxes(subnet, egress, v6),
+            ) {
+                (Some(x), Some(y)) => Some(changed_entries(&x, &y)),
+                (None, None) => Some(Vec::new()),
+                _ => None,
+            },
+        }
+    }
+    fn precompute(vo: &View, vn: &View, common: &[(&Eni, &Eni)]) -> Changes {
+        let mut c = Changes::default();
+        for &(ao, an) in common {
+            for egress in [false, true] {
+                for v6 in [false, true] {
+                    let sg = c.sg(vo, vn, (ao, an), egress, v6);
+                    c.sg.insert((ao.id.clone(), egress, v6), sg);
+                    let key = (ao.subnet_id.clone(), egress, v6);
+                    if !c.nacl.contains_key(&key) {
+                        let n = c.nacl(vo, vn, &ao.subnet_id, egress, v6);
+                        c.nacl.insert(key, n);
+                    }
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Adds the boxes of `changed` that contain `addr`, projected (ADDR collapsed), to `c`.
+fn add_at(c: &mut Region, changed: &[HBox], addr: u128) {
+    for b in changed
+        .iter()
+        .filter(|b| b.lo[ADDR] <= addr && addr <= b.hi[ADDR])
+    {
+        let mut b = *b;
+        b.lo[ADDR] = 0;
+        b.hi[ADDR] = 0;
+        c.add_box(b);
+    }
+}
+
+/// Where a request between two fixed addresses can change verdict: inside the boxes of the
+/// rules, entries and routes that differ between the snapshots (outside them every component
+/// matches the same rules in both). Empty when nothing on the path changed.
+fn pair_candidates(
+    ch: &Changes,
+    vo: &View,
+    vn: &View,
+    (ao, an): (&Eni, &Eni),
+    (bo, bn): (&Eni, &Eni),
+    s: IpAddr,
+    d: IpAddr,
+) -> Region {
+    let v6 = s.is_ipv6();
+    let (sv, dv) = (addr_value(s), addr_value(d));
+    let everything = Region::of(point_box(v6));
+    if ao.subnet_id != an.subnet_id
+        || bo.subnet_id != bn.subnet_id
+        || vo.routes_to(&ao.subnet_id, d) != vn.routes_to(&an.subnet_id, d)
+    {
+        return everything;
+    }
+    let mut c = Region::empty();
+    add_at(&mut c, &ch.sg(vo, vn, (ao, an), true, v6), dv);
+    add_at(&mut c, &ch.sg(vo, vn, (bo, bn), false, v6), sv);
+    if ao.subnet_id != bo.subnet_id {
+        for (subnet, egress, addr) in [(&ao.subnet_id, true, dv), (&bo.subnet_id, false, sv)] {
+            match ch.nacl(vo, vn, subnet, egress, v6) {
+                Some(x) => add_at(&mut c, &x, addr),
+                None => return everything,
+            }
+        }
+    }
+    c
+}
+
+/// Replies of connections allowed under the old snapshot: their path back (NACLs and routes;
+/// the security groups admit them by state) is checked on the clients' possible ports. A reply
+/// region that becomes rejected cuts the live connections at once.
 fn replies(
+    ch: &Changes,
     vo: &View,
     vn: &View,
     (ao, bo): (&Eni, &Eni),
     (an, bn): (&Eni, &Eni),
     (s, d): (IpAddr, IpAddr),
-    (before, after): (&(Region, Region), &(Region, Region)),
     out: &mut Vec<Change>,
 ) {
-    let kept = before
-        .0
-        .intersect(&before.1)
-        .intersect(&after.0)
-        .intersect(&after.1);
+    let v6 = s.is_ipv6();
+    // Where the reply path can differ: changed NACL entries and routes on it.
+    let everything = Region::of(point_box(v6));
+    let mut c = Region::empty();
+    if ao.subnet_id != an.subnet_id
+        || bo.subnet_id != bn.subnet_id
+        || vo.routes_to(&bo.subnet_id, s) != vn.routes_to(&bn.subnet_id, s)
+    {
+        c = everything.clone();
+    } else if ao.subnet_id != bo.subnet_id {
+        for (subnet, egress, addr) in [
+            (&bo.subnet_id, true, addr_value(s)),
+            (&ao.subnet_id, false, addr_value(d)),
+        ] {
+            match ch.nacl(vo, vn, subnet, egress, v6) {
+                Some(x) => add_at(&mut c, &x, addr),
+                None => c = everything.clone(),
+            }
+        }
+    }
+    if c.is_empty() {
+        return;
+    }
     for (proto, name) in [(6u128, "tcp"), (17u128, "udp")] {
-        let Some(service) = kept
-            .boxes()
-            .iter()
-            .find(|b| b.lo[PROTO] <= proto && proto <= b.hi[PROTO])
-        else {
+        let mut p = point_box(v6);
+        p.lo[PROTO] = proto;
+        p.hi[PROTO] = proto;
+        let only = Region::of(p);
+        // A service of this protocol that old connections may use.
+        let (sg, stateless) = pair_allowed(vo, ao, s, bo, d, &only);
+        let Some(service) = sg.intersect(&stateless).boxes().first().copied() else {
             continue;
         };
-        let only = |r: Region| {
-            let mut p = point_box(s.is_ipv6());
-            p.lo[PROTO] = proto;
-            p.hi[PROTO] = proto;
-            r.intersect(&Region::of(p))
-        };
-        let back_old = only(pair_allowed(vo, bo, d, ao, s).1);
-        let back_new = only(pair_allowed(vn, bn, d, an, s).1);
+        let within = c.intersect(&only);
+        let back_old = pair_allowed(vo, bo, d, ao, s, &within).1;
+        let back_new = pair_allowed(vn, bn, d, an, s, &within).1;
         let mut cut = back_old;
         cut.subtract(&back_new);
         for b in Region::from_boxes(cut.boxes()).boxes() {
@@ -389,17 +679,64 @@ fn not_outside(views: [&View; 2], v6: bool) -> Region {
     r
 }
 
-/// Allowed requests between an ENI and the outside (peer in ADDR), split as in [`pair_allowed`].
-fn outside_allowed(v: &View, e: &Eni, inbound: bool, v6: bool) -> (Region, Region) {
-    let sg = Region::from_boxes(&v.sg_boxes(e, !inbound, v6));
+/// Allowed requests between an ENI and the outside (peer in ADDR) within `within`, split as in
+/// [`pair_allowed`].
+fn outside_allowed(
+    v: &View,
+    e: &Eni,
+    inbound: bool,
+    v6: bool,
+    within: &Region,
+) -> (Region, Region) {
+    let mut sg = Region::empty();
+    for b in v.sg_boxes(e, !inbound, v6).iter() {
+        for w in within.boxes() {
+            if let Some(i) = b.intersect(w) {
+                sg.add_box(i);
+            }
+        }
+    }
     let mut stateless = v
-        .nacl_entries(&e.subnet_id, !inbound, v6)
-        .map(|l| nacl_allowed(&l))
+        .nacl_allowed(&e.subnet_id, !inbound, v6)
+        .map(|r| r.intersect(within))
         .unwrap_or_default();
     if !inbound {
         stateless = stateless.intersect(&v.routed(&e.subnet_id, v6));
     }
     (sg, stateless)
+}
+
+/// Where traffic between an ENI and the outside can change verdict (see [`pair_candidates`]).
+fn outside_candidates(vo: &View, vn: &View, ao: &Eni, an: &Eni, inbound: bool, v6: bool) -> Region {
+    if ao.subnet_id != an.subnet_id {
+        return Region::of(HBox::all(v6));
+    }
+    let mut c = Region::empty();
+    changed_boxes(
+        &vo.sg_boxes(ao, !inbound, v6),
+        &vn.sg_boxes(an, !inbound, v6),
+    )
+    .into_iter()
+    .for_each(|b| c.add_box(b));
+    match (
+        vo.nacl_boxes(&ao.subnet_id, !inbound, v6),
+        vn.nacl_boxes(&an.subnet_id, !inbound, v6),
+    ) {
+        (Some(x), Some(y)) => changed_entries(&x, &y)
+            .into_iter()
+            .for_each(|b| c.add_box(b)),
+        (None, None) => {}
+        _ => return Region::of(HBox::all(v6)),
+    }
+    if !inbound {
+        changed_routes(
+            &vo.route_boxes(&ao.subnet_id, v6),
+            &vn.route_boxes(&an.subnet_id, v6),
+        )
+        .into_iter()
+        .for_each(|b| c.add_box(b));
+    }
+    c
 }
 
 /// Computes every change between `old` and `new`.
@@ -411,6 +748,7 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
         .iter()
         .filter_map(|e| vn.enis.get(e.id.as_str()).map(|n| (e, *n)))
         .collect();
+    let ch = Changes::precompute(&vo, &vn, &common);
     for &(ao, an) in &common {
         for &(bo, bn) in &common {
             if ao.id == bo.id {
@@ -421,19 +759,15 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
                     .addresses()
                     .filter(|d| d.is_ipv6() == s.is_ipv6() && bn.addresses().any(|x| x == *d))
                 {
-                    let before = pair_allowed(&vo, ao, s, bo, d);
-                    let after = pair_allowed(&vn, an, s, bn, d);
+                    replies(&ch, &vo, &vn, (ao, bo), (an, bn), (s, d), &mut out);
+                    let within = pair_candidates(&ch, &vo, &vn, (ao, an), (bo, bn), s, d);
+                    if within.is_empty() {
+                        continue;
+                    }
+                    let before = pair_allowed(&vo, ao, s, bo, d, &within);
+                    let after = pair_allowed(&vn, an, s, bn, d, &within);
                     let untracked = vo.untracked_possible(ao, s.is_ipv6())
                         || vo.untracked_possible(bo, s.is_ipv6());
-                    replies(
-                        &vo,
-                        &vn,
-                        (ao, bo),
-                        (an, bn),
-                        (s, d),
-                        (&before, &after),
-                        &mut out,
-                    );
                     report(
                         &ao.id,
                         &bo.id,
@@ -450,11 +784,13 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
         for v6 in [false, true] {
             let skip = not_outside([&vo, &vn], v6);
             for inbound in [true, false] {
-                let mut before = outside_allowed(&vo, ao, inbound, v6);
-                let mut after = outside_allowed(&vn, an, inbound, v6);
-                for r in [&mut before.0, &mut before.1, &mut after.0, &mut after.1] {
-                    r.subtract(&skip);
+                let mut within = outside_candidates(&vo, &vn, ao, an, inbound, v6);
+                within.subtract(&skip);
+                if within.is_empty() {
+                    continue;
                 }
+                let before = outside_allowed(&vo, ao, inbound, v6, &within);
+                let after = outside_allowed(&vn, an, inbound, v6, &within);
                 let untracked = vo.untracked_possible(ao, v6);
                 let own = an.addresses().find(|a| a.is_ipv6() == v6);
                 let Some(own) = own else { continue };

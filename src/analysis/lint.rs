@@ -322,6 +322,11 @@ fn peer_nets(policy: &Policy, peer: &Peer) -> Vec<IpNet> {
     }
 }
 
+/// Whether box `outer` contains box `inner`.
+fn contains(outer: &super::space::HBox, inner: &super::space::HBox) -> bool {
+    (0..4).all(|d| outer.lo[d] <= inner.lo[d] && inner.hi[d] <= outer.hi[d])
+}
+
 fn is_zero(r: &SgRule, v6: bool) -> bool {
     matches!(&r.peer, Peer::Cidr(n) if n.prefix_len() == 0 && n.addr().is_ipv6() == v6)
 }
@@ -368,12 +373,30 @@ fn sg_findings(policy: &Policy, out: &mut Vec<Finding>) {
             let mut flagged = vec![false; rules.len()];
             for i in (0..rules.len()).rev() {
                 let covered = (0..2).all(|f| {
+                    let others = || {
+                        rules
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| *j != i && !flagged[*j])
+                            .flat_map(|(_, o)| o.region[f].boxes())
+                    };
+                    let mine = rules[i].region[f].boxes();
+                    // Fast paths, both exact: every box inside a single other box (covered), or a
+                    // corner of a box that no other box contains (not covered).
+                    if mine.iter().all(|b| others().any(|o| contains(o, b))) {
+                        return true;
+                    }
+                    if mine.iter().any(|b| {
+                        !others().any(|o| o.contains(b.lo)) || !others().any(|o| o.contains(b.hi))
+                    }) {
+                        return false;
+                    }
                     let mut rest = rules[i].region[f].clone();
-                    for (j, o) in rules.iter().enumerate() {
-                        if j == i || flagged[j] || rest.is_empty() {
-                            continue;
+                    for o in others().filter(|o| mine.iter().any(|b| b.intersect(o).is_some())) {
+                        if rest.is_empty() {
+                            break;
                         }
-                        rest.subtract(&o.region[f]);
+                        rest.subtract_box(o);
                     }
                     rest.is_empty()
                 });
