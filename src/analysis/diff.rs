@@ -104,10 +104,17 @@ enum Part {
 struct View<'a> {
     p: &'a Policy,
     enis: HashMap<&'a str, &'a Eni>,
-    sg: RefCell<HashMap<(String, bool, bool), Rc<Vec<HBox>>>>,
-    nacl: RefCell<HashMap<(String, bool, bool), Option<Rc<NaclView>>>>,
-    routes: RefCell<HashMap<(String, bool), Rc<(Region, Vec<(HBox, bool)>)>>>,
+    sg: Memo<Side, Rc<Vec<HBox>>>,
+    nacl: Memo<Side, Option<Rc<NaclView>>>,
+    routes: Memo<(String, bool), Rc<RouteView>>,
 }
+
+/// A memo table.
+type Memo<K, V> = RefCell<HashMap<K, V>>;
+/// (ENI or subnet id, egress, IPv6).
+type Side = (String, bool, bool);
+/// The destinations a subnet routes, and its routes as (destination box, blackhole).
+type RouteView = (Region, Vec<(HBox, bool)>);
 
 /// One NACL list: its entries as (rule number, deny?, box), and the region it allows.
 struct NaclView {
@@ -286,7 +293,7 @@ impl<'a> View<'a> {
             .map(|n| n.entries.clone())
     }
 
-    fn route_view(&self, subnet: &str, v6: bool) -> Rc<(Region, Vec<(HBox, bool)>)> {
+    fn route_view(&self, subnet: &str, v6: bool) -> Rc<RouteView> {
         let key = (subnet.to_owned(), v6);
         if let Some(r) = self.routes.borrow().get(&key) {
             return Rc::clone(r);
@@ -471,9 +478,9 @@ fn changed_routes(old: &[(HBox, bool)], new: &[(HBox, bool)]) -> Vec<HBox> {
 /// What differs between the snapshots, per ENI side and per NACL list, computed once.
 #[derive(Default)]
 struct Changes {
-    sg: HashMap<(String, bool, bool), Vec<HBox>>,
+    sg: HashMap<Side, Vec<HBox>>,
     /// `None`: the list exists in one snapshot only.
-    nacl: HashMap<(String, bool, bool), Option<Vec<HBox>>>,
+    nacl: HashMap<Side, Option<Vec<HBox>>>,
 }
 
 impl Changes {
