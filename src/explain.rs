@@ -513,7 +513,8 @@ fn traffic_why_not(t: &Traffic, p: &Packet) -> Option<String> {
     }
 }
 
-fn proto_name(p: u8) -> String {
+/// `tcp`, `udp`, `icmp`, `icmpv6`, or `proto N`.
+pub(crate) fn proto_name(p: u8) -> String {
     match p {
         6 => "tcp".into(),
         17 => "udp".into(),

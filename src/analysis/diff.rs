@@ -13,9 +13,10 @@
 //! destination subnet's inbound NACL and the destination ENI's ingress rules. Exempt addresses
 //! are never filtered and are left out.
 
-use super::lint::nacl_allowed;
+use super::lint::{nacl_allowed, peer_nets};
 use super::space::{ADDR, HBox, PROTO, Region, X, Y, rule_box};
 use crate::compile::{EXEMPT_V4, EXEMPT_V6};
+use crate::explain::proto_name;
 use crate::policy::{Eni, NaclEntry, Peer, Policy, RouteTable, SgRule};
 use ipnet::IpNet;
 use serde::Serialize;
@@ -190,7 +191,7 @@ impl<'a> View<'a> {
                 &group.ingress
             };
             for r in list {
-                for net in self.peer_nets(&r.peer) {
+                for net in peer_nets(self.p, &r.peer) {
                     if net.addr().is_ipv6() == v6 {
                         out.push(rule_box(&r.traffic, &net));
                     }
@@ -198,27 +199,6 @@ impl<'a> View<'a> {
             }
         }
         out
-    }
-
-    fn peer_nets(&self, peer: &Peer) -> Vec<IpNet> {
-        match peer {
-            Peer::Cidr(n) => vec![*n],
-            Peer::PrefixList(l) => self
-                .p
-                .prefix_lists
-                .iter()
-                .filter(|x| x.id == *l)
-                .filter_map(|x| x.cidrs.clone())
-                .flatten()
-                .collect(),
-            Peer::Group(g) => self
-                .p
-                .enis
-                .iter()
-                .filter(|e| e.groups.contains(g))
-                .flat_map(|e| e.addresses().map(IpNet::from).collect::<Vec<_>>())
-                .collect(),
-        }
     }
 
     /// Destination addresses the subnet's routes deliver (longest prefix, blackholes removed).
@@ -934,16 +914,6 @@ fn real_values(b: &HBox) -> Option<HBox> {
     Some(b)
 }
 
-fn proto_name(p: u128) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        p => format!("proto {p}"),
-    }
-}
-
 fn range(lo: u128, hi: u128) -> String {
     if lo == hi {
         lo.to_string()
@@ -954,7 +924,7 @@ fn range(lo: u128, hi: u128) -> String {
 
 fn region_text(b: &HBox, peer_v6: Option<bool>) -> String {
     let mut s = if b.lo[PROTO] == b.hi[PROTO] {
-        proto_name(b.lo[PROTO])
+        proto_name(b.lo[PROTO] as u8)
     } else if b.lo[PROTO] == 0 && b.hi[PROTO] == 255 {
         "all protocols".into()
     } else {
@@ -1001,13 +971,13 @@ fn example_flow(b: &HBox, s: IpAddr, d: IpAddr) -> String {
     match proto {
         6 | 17 => format!(
             "{} {} -> {}",
-            proto_name(proto),
+            proto_name(proto as u8),
             ep(s, 40000),
             ep(d, b.lo[X])
         ),
         1 | 58 => format!(
             "{} {s} -> {d} type {} code {}",
-            proto_name(proto),
+            proto_name(proto as u8),
             b.lo[X].min(255),
             b.lo[Y].min(255)
         ),

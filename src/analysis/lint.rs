@@ -303,7 +303,7 @@ fn expand<'a>(
 }
 
 /// The CIDRs a peer stands for (group references: every member address as a host prefix).
-fn peer_nets(policy: &Policy, peer: &Peer) -> Vec<IpNet> {
+pub(crate) fn peer_nets(policy: &Policy, peer: &Peer) -> Vec<IpNet> {
     match peer {
         Peer::Cidr(n) => vec![*n],
         Peer::PrefixList(l) => policy
