@@ -405,24 +405,7 @@ impl SnapshotBuilder {
                 }
             }
         }
-        let mut v6 = Vec::new();
-        for (i, a) in v
-            .ipv6_cidr_block_association_set
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            if !state_is_live(a.ipv6_cidr_block_state.as_ref()) {
-                continue;
-            }
-            if let Some(c) = a.ipv6_cidr_block {
-                v6.push(parse_v6(
-                    f,
-                    &format!("{p}.Ipv6CidrBlockAssociationSet[{i}].Ipv6CidrBlock"),
-                    &c,
-                )?);
-            }
-        }
+        let v6 = ipv6_associations(f, p, v.ipv6_cidr_block_association_set)?;
         self.policy.vpcs.push(Vpc {
             id,
             primary_cidr: primary,
@@ -441,24 +424,7 @@ impl SnapshotBuilder {
             .as_deref()
             .map(|c| parse_v4(f, &format!("{p}.CidrBlock"), c))
             .transpose()?;
-        let mut v6 = Vec::new();
-        for (i, a) in s
-            .ipv6_cidr_block_association_set
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            if !state_is_live(a.ipv6_cidr_block_state.as_ref()) {
-                continue;
-            }
-            if let Some(c) = a.ipv6_cidr_block {
-                v6.push(parse_v6(
-                    f,
-                    &format!("{p}.Ipv6CidrBlockAssociationSet[{i}].Ipv6CidrBlock"),
-                    &c,
-                )?);
-            }
-        }
+        let v6 = ipv6_associations(f, p, s.ipv6_cidr_block_association_set)?;
         self.policy.subnets.push(Subnet {
             id,
             vpc_id,
@@ -1190,6 +1156,28 @@ impl SnapshotBuilder {
             warnings: self.warnings,
         })
     }
+}
+
+/// The live IPv6 CIDR blocks of an `Ipv6CidrBlockAssociationSet` (VPCs and subnets).
+fn ipv6_associations(
+    f: &str,
+    p: &str,
+    set: Option<Vec<raw::Ipv6CidrAssociation>>,
+) -> Result<Vec<Ipv6Net>, LoadError> {
+    let mut out = Vec::new();
+    for (i, a) in set.unwrap_or_default().into_iter().enumerate() {
+        if !state_is_live(a.ipv6_cidr_block_state.as_ref()) {
+            continue;
+        }
+        if let Some(c) = a.ipv6_cidr_block {
+            out.push(parse_v6(
+                f,
+                &format!("{p}.Ipv6CidrBlockAssociationSet[{i}].Ipv6CidrBlock"),
+                &c,
+            )?);
+        }
+    }
+    Ok(out)
 }
 
 fn state_is_live(state: Option<&raw::BlockState>) -> bool {
