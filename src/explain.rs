@@ -108,17 +108,10 @@ pub fn parse_flow(s: &str) -> Result<Packet, String> {
             let icmp_type = number("type", take("type"), 255)?.unwrap_or(default_type) as u8;
             let code = number("code", take("code"), 255)?.unwrap_or(0) as u8;
             let id = number("id", take("id"), 65535)?.unwrap_or(0) as u16;
+            // The protocol as written (ICMP over IPv6 is expressible), the fields as ICMP.
             Packet {
-                src,
-                dst,
                 proto,
-                l4: L4::Icmp {
-                    icmp_type,
-                    code,
-                    id,
-                },
-                len: 0,
-                fragment: None,
+                ..Packet::icmp(src, dst, icmp_type, code, id)
             }
         }
         _ => {

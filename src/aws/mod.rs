@@ -283,42 +283,23 @@ impl SnapshotBuilder {
     }
 
     fn add(&mut self, f: &str, doc: raw::Document) -> Result<(), LoadError> {
-        for (i, v) in doc.vpcs.unwrap_or_default().into_iter().enumerate() {
-            self.add_vpc(f, &format!("Vpcs[{i}]"), v)?;
-        }
-        for (i, s) in doc.subnets.unwrap_or_default().into_iter().enumerate() {
-            self.add_subnet(f, &format!("Subnets[{i}]"), s)?;
-        }
-        for (i, n) in doc.network_acls.unwrap_or_default().into_iter().enumerate() {
-            self.add_nacl(f, &format!("NetworkAcls[{i}]"), n)?;
-        }
-        for (i, g) in doc
-            .security_groups
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            self.add_group(f, &format!("SecurityGroups[{i}]"), g)?;
-        }
-        for (i, r) in doc
-            .security_group_rules
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            self.add_group_rule(f, &format!("SecurityGroupRules[{i}]"), r)?;
-        }
-        for (i, e) in doc
-            .network_interfaces
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            self.add_eni(f, &format!("NetworkInterfaces[{i}]"), e)?;
-        }
-        for (i, t) in doc.route_tables.unwrap_or_default().into_iter().enumerate() {
-            self.add_route_table(f, &format!("RouteTables[{i}]"), t)?;
-        }
+        each(doc.vpcs, "Vpcs", |p, v| self.add_vpc(f, p, v))?;
+        each(doc.subnets, "Subnets", |p, v| self.add_subnet(f, p, v))?;
+        each(doc.network_acls, "NetworkAcls", |p, v| {
+            self.add_nacl(f, p, v)
+        })?;
+        each(doc.security_groups, "SecurityGroups", |p, v| {
+            self.add_group(f, p, v)
+        })?;
+        each(doc.security_group_rules, "SecurityGroupRules", |p, v| {
+            self.add_group_rule(f, p, v)
+        })?;
+        each(doc.network_interfaces, "NetworkInterfaces", |p, v| {
+            self.add_eni(f, p, v)
+        })?;
+        each(doc.route_tables, "RouteTables", |p, v| {
+            self.add_route_table(f, p, v)
+        })?;
         for (i, l) in doc.prefix_lists.unwrap_or_default().into_iter().enumerate() {
             let p = format!("PrefixLists[{i}]");
             let id = required(f, &p, "PrefixListId", l.prefix_list_id)?;
@@ -1178,6 +1159,18 @@ fn ipv6_associations(
         }
     }
     Ok(out)
+}
+
+/// Calls `add` with the JSON path (`Key[i]`) of every item of an optional top-level array.
+fn each<T>(
+    items: Option<Vec<T>>,
+    key: &str,
+    mut add: impl FnMut(&str, T) -> Result<(), LoadError>,
+) -> Result<(), LoadError> {
+    for (i, item) in items.unwrap_or_default().into_iter().enumerate() {
+        add(&format!("{key}[{i}]"), item)?;
+    }
+    Ok(())
 }
 
 fn state_is_live(state: Option<&raw::BlockState>) -> bool {
