@@ -36,6 +36,19 @@ fn build<A: Addr>(
         .expect("build")
 }
 
+/// The partitioned forest of [`Algorithm::Tree`], forced at any size.
+fn forest<A: Addr>(rules: &[Rule<A>], bucket_limit: Option<usize>) -> Matcher<A> {
+    Matcher::builder()
+        .configure(
+            Config::new()
+                .algorithm(Some(Algorithm::Tree))
+                .bucket_limit(bucket_limit)
+                .tree_partition_above(Some(0)),
+        )
+        .build(rules.to_vec())
+        .expect("build")
+}
+
 /// Checks every query of `m` against the reference on `keys`.
 fn check<A: Addr>(m: &Matcher<A>, lin: &Linear<A>, keys: &[Key<A>]) -> Result<(), TestCaseError> {
     let mut out = vec![None; keys.len()];
@@ -194,6 +207,7 @@ proptest! {
         for alg in ALGORITHMS {
             check(&build(&rules, alg, limit), &lin, &keys)?;
         }
+        check(&forest(&rules, limit), &lin, &keys)?;
     }
 
     #[test]
@@ -203,6 +217,7 @@ proptest! {
         for alg in ALGORITHMS {
             check(&build(&rules, alg, limit), &lin, &keys)?;
         }
+        check(&forest(&rules, limit), &lin, &keys)?;
     }
 
     #[test]
@@ -212,6 +227,7 @@ proptest! {
         let lin = Linear::new(rules.clone());
         check(&build(&rules, None, None), &lin, &keys)?;
         check(&build(&rules, Some(Algorithm::TupleMerge), None), &lin, &keys)?;
+        check(&forest(&rules, None), &lin, &keys)?;
     }
 }
 
@@ -222,9 +238,16 @@ fn structure_is_chosen_by_size() {
     assert_eq!(algorithm(LINEAR_MAX_RULES), Algorithm::Linear);
     assert_eq!(algorithm(LINEAR_MAX_RULES + 1), Algorithm::Tree);
     assert_eq!(
-        algorithm(vpcfw::matcher::TREE_MAX_RULES + 1),
-        Algorithm::TupleMerge
+        algorithm(vpcfw::matcher::TREE_SINGLE_MAX_RULES + 1),
+        Algorithm::Tree
     );
+    // A tree that would exceed its memory budget gives way to tuple hashing.
+    let rules = synth::sg_union(3, 1, 2000);
+    let m = Matcher::builder()
+        .configure(Config::new().max_memory(Some(400 << 10)))
+        .build(rules)
+        .unwrap();
+    assert_eq!(m.algorithm(), Algorithm::TupleMerge);
 }
 
 #[test]

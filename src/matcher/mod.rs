@@ -14,9 +14,9 @@
 //! this module is tested against it.
 //!
 //! [`Matcher`] compiles a rule list into a structure chosen by size (see [`Algorithm`] and the
-//! project's `DESIGN.md`): a SIMD linear block up to [`LINEAR_MAX_RULES`], a decision tree
-//! with SIMD leaf blocks up to [`TREE_MAX_RULES`], and TupleMerge-style tuple-space hashing
-//! above that (or when the tree would copy rules too often).
+//! project's `DESIGN.md`): a SIMD linear block up to [`LINEAR_MAX_RULES`], above that a
+//! decision tree with SIMD leaf blocks (a partitioned forest above [`TREE_SINGLE_MAX_RULES`]),
+//! and TupleMerge-style tuple-space hashing when the tree would exceed its memory budget.
 
 mod bitset;
 pub mod classbench;
@@ -286,8 +286,12 @@ pub enum Algorithm {
     /// kept as an override and a second compiled opinion in tests.
     Bitset,
     /// A HyperSplit-style binary decision tree over the five fields whose leaves are
-    /// [`Algorithm::Linear`] blocks of at most 16 rules; bursts walk it level by level for 32
-    /// keys at once.
+    /// [`Algorithm::Linear`] blocks of at most 16 rules, walked in a fixed number of
+    /// branch-free steps; bursts walk it level by level for 32 keys at once. Above
+    /// [`TREE_SINGLE_MAX_RULES`] rules, a forest: rules are grouped by which address fields
+    /// are narrow (CutSplit's idea), each group gets a tree that splits only on its narrow
+    /// fields, and a group the tree would copy too often gets tuple hashing; a lookup visits
+    /// the members in priority order with early termination.
     Tree,
     /// Tuple-space hashing with merged tuples (TupleMerge): rules grouped into hash tables by
     /// relaxed prefix lengths and port/protocol exactness, tables probed in priority order
@@ -297,9 +301,9 @@ pub enum Algorithm {
 
 /// Rule-count limit up to which [`Algorithm::Linear`] is chosen automatically.
 pub const LINEAR_MAX_RULES: usize = 64;
-/// Rule-count limit up to which [`Algorithm::Tree`] is chosen automatically (when it stays
-/// under [`TREE_MAX_MEMORY`] and its replication budget).
-pub const TREE_MAX_RULES: usize = 4096;
+/// Rule-count limit up to which [`Algorithm::Tree`] builds one tree; above it, one member per
+/// address-width group (see [`Algorithm::Tree`]). [`Config::tree_partition_above`] overrides it.
+pub const TREE_SINGLE_MAX_RULES: usize = 4096;
 /// Memory above which the builder gives up on [`Algorithm::Bitset`] unless
 /// [`Config::max_memory`] says otherwise.
 pub const BITSET_MAX_MEMORY: usize = 1 << 30;
@@ -320,6 +324,9 @@ pub struct Config {
     /// [`Algorithm::TupleMerge`]: how many rules a hash bucket may collect before a rule is
     /// pushed to a stricter table (default 12, at least 1).
     pub bucket_limit: Option<usize>,
+    /// [`Algorithm::Tree`]: above this many rules, build a partitioned forest rather than one
+    /// tree (default [`TREE_SINGLE_MAX_RULES`]; 0 always partitions).
+    pub tree_partition_above: Option<usize>,
 }
 
 impl Config {
@@ -345,6 +352,11 @@ impl Config {
     /// Sets [`Config::bucket_limit`].
     pub fn bucket_limit(mut self, n: Option<usize>) -> Self {
         self.bucket_limit = n;
+        self
+    }
+    /// Sets [`Config::tree_partition_above`].
+    pub fn tree_partition_above(mut self, n: Option<usize>) -> Self {
+        self.tree_partition_above = n;
         self
     }
 }
@@ -471,10 +483,7 @@ impl<A: Addr> Builder<A> {
             Some(Algorithm::TupleMerge) => &[Algorithm::TupleMerge],
             Some(Algorithm::Tree) => &[Algorithm::Tree],
             None if rules.len() <= LINEAR_MAX_RULES => &[Algorithm::Linear],
-            None if rules.len() <= TREE_MAX_RULES => {
-                &[Algorithm::Tree, Algorithm::TupleMerge, Algorithm::Linear]
-            }
-            None => &[Algorithm::TupleMerge, Algorithm::Linear],
+            None => &[Algorithm::Tree, Algorithm::TupleMerge, Algorithm::Linear],
         };
         let mut needed = usize::MAX;
         for &alg in candidates {
@@ -483,7 +492,7 @@ impl<A: Addr> Builder<A> {
                 Algorithm::Bitset => {
                     let cap = cfg.max_memory.unwrap_or(BITSET_MAX_MEMORY);
                     match bitset::Bitset::new(&rules, cap) {
-                        Ok(b) => Engine::Bitset(b),
+                        Ok(b) => Engine::Bitset(Box::new(b)),
                         Err(n) => {
                             needed = needed.min(n);
                             continue;
@@ -500,7 +509,9 @@ impl<A: Addr> Builder<A> {
                     } else {
                         limit
                     };
-                    match tree::Tree::new(&rules, cap, auto) {
+                    let partition =
+                        rules.len() > cfg.tree_partition_above.unwrap_or(TREE_SINGLE_MAX_RULES);
+                    match tree::Forest::new(&rules, cap, auto, partition, bucket_limit) {
                         Ok(t) => Engine::Tree(t),
                         Err(n) => {
                             needed = needed.min(n);
@@ -527,9 +538,9 @@ impl<A: Addr> Builder<A> {
 #[derive(Clone, Debug)]
 enum Engine<A: Addr> {
     Linear(linear::Block<A>),
-    Bitset(bitset::Bitset<A>),
+    Bitset(Box<bitset::Bitset<A>>),
     Tuple(tuple::TupleMerge<A>),
-    Tree(tree::Tree<A>),
+    Tree(tree::Forest<A>),
 }
 
 impl<A: Addr> Engine<A> {
