@@ -21,6 +21,8 @@ const MAX_DEPTH: usize = 40;
 /// Leaf lanes allowed per rule (with a floor of 4096) before the build gives up: replication
 /// beyond this makes the build slow and the tree large, and tuple hashing wins.
 const REPLICATION: usize = 64;
+/// Node arrays up to this size stay in the core's L2 cache: their walks skip the prefetch.
+const NODES_IN_CACHE: usize = 256 << 10;
 /// `Node::field` of a leaf.
 const LEAF: u8 = u8::MAX;
 
@@ -377,11 +379,19 @@ impl<A: Addr> Tree<A> {
         for (v, k) in vals.iter_mut().zip(&keys[..n]) {
             *v = values(k);
         }
-        for _ in 0..self.depth {
-            for i in 0..n {
-                let c = self.step(cur[i], &vals[i]);
-                prefetch(self.nodes.as_ptr().wrapping_add(c as usize));
-                cur[i] = c;
+        if self.nodes.len() * size_of::<Node<A>>() <= NODES_IN_CACHE {
+            for _ in 0..self.depth {
+                for i in 0..n {
+                    cur[i] = self.step(cur[i], &vals[i]);
+                }
+            }
+        } else {
+            for _ in 0..self.depth {
+                for i in 0..n {
+                    let c = self.step(cur[i], &vals[i]);
+                    prefetch(self.nodes.as_ptr().wrapping_add(c as usize));
+                    cur[i] = c;
+                }
             }
         }
         // Leaf blocks live in L2 at these sizes, each a few cache lines: fetch every line of a
