@@ -11,13 +11,15 @@
 
 use super::Attach;
 use super::lab::{self, Iface, Lab, Observed, Server};
-use super::run::{Forwarder, RunConfig};
+use super::run::{Control, Forwarder, RunConfig};
 use crate::aws::SnapshotBuilder;
 use crate::compile::CompiledPolicy;
 use crate::tap::{self, Epoll, EpollEvents, SignalFd};
 use serde_json::Value;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The bundled snapshot's files, embedded at build time.
@@ -310,9 +312,8 @@ pub fn main() -> ExitCode {
         eprintln!("vpcfw demo: {e}");
         return ExitCode::from(1);
     }
-    let result = run(&lab, &prefix);
-    lab.cleanup();
-    match result {
+    // `run` owns the lab: its namespaces are removed when it returns, whatever happened.
+    match run(lab, &prefix) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -380,46 +381,109 @@ fn topology() -> Vec<Node> {
     ]
 }
 
-fn run(lab: &Lab, prefix: &str) -> Result<bool, String> {
+/// The three-tier namespaces (`web`, `app0`, `app1`, `db`, `inet`) with the forwarder
+/// running between them in a thread of this process. Dropping it stops the forwarder and
+/// removes the namespaces (the TAP devices go with their descriptors).
+pub struct Running {
+    control: Control,
+    thread: Option<JoinHandle<io::Result<Forwarder>>>,
+    /// The namespaces (removed when dropped).
+    pub lab: Lab,
+}
+
+impl Running {
+    /// Opens one TAP per node (named `PREFIX` + short name, at most 15 characters), moves
+    /// each into a new namespace of `lab`, configures it and starts the forwarder with
+    /// `cfg` (its ports are replaced by the topology's). With `verbose`, prints the layout.
+    pub fn start(
+        lab: Lab,
+        prefix: &str,
+        policy: CompiledPolicy,
+        mut cfg: RunConfig,
+        verbose: bool,
+    ) -> Result<Running, String> {
+        let topo = topology();
+        cfg.ports = topo
+            .iter()
+            .map(|(n, at, _, _)| (format!("{prefix}{n}"), at.clone()))
+            .collect();
+        let mut fwd = Forwarder::open(&cfg, policy)?;
+        for (i, (name, attach, addrs, routes)) in topo.iter().enumerate() {
+            let ns = lab.add(name)?;
+            let iface = Iface {
+                mac: Some(fwd.router().ports()[i].peer_mac),
+                addrs: addrs.iter().map(|s| s.to_string()).collect(),
+                routes: routes
+                    .iter()
+                    .map(|r| r.iter().map(|s| s.to_string()).collect())
+                    .collect(),
+            };
+            lab.attach(fwd.taps()[i].name(), &ns, &iface)?;
+            if verbose {
+                let what = match attach {
+                    Attach::Eni(id) => id.clone(),
+                    Attach::Internet => "internet + AWS services stand-in".into(),
+                };
+                println!("  namespace {ns:<18} {what:<26} {}", addrs.join(" "));
+            }
+        }
+        let control = fwd.control();
+        let thread = std::thread::Builder::new()
+            .name("forwarder".into())
+            .spawn(move || fwd.run(None).map(|()| fwd))
+            .map_err(|e| e.to_string())?;
+        Ok(Running {
+            control,
+            thread: Some(thread),
+            lab,
+        })
+    }
+
+    /// The full name of namespace `short` (`web`, `app0`, `app1`, `db`, `inet`).
+    pub fn ns(&self, short: &str) -> String {
+        self.lab.ns(short)
+    }
+
+    /// The forwarder's control handle (reload, stop).
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Stops the forwarder (flushing its flow log and trace) and returns it.
+    pub fn stop(&mut self) -> Result<Forwarder, String> {
+        self.control.stop();
+        let t = self
+            .thread
+            .take()
+            .ok_or("the forwarder was already stopped")?;
+        t.join()
+            .map_err(|_| "the forwarder thread panicked".to_string())?
+            .map_err(|e| format!("forwarder: {e}"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn run(lab: Lab, prefix: &str) -> Result<bool, String> {
     let policy = three_tier()?;
     let dir = std::env::temp_dir().join(format!("{prefix}-demo"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let topo = topology();
-    let ports: Vec<(String, Attach)> = topo
-        .iter()
-        .map(|(n, at, _, _)| (format!("{prefix}{n}"), at.clone()))
-        .collect();
-    let mut cfg = RunConfig::new(ports);
+    let mut cfg = RunConfig::new(Vec::new());
     let trace_path = dir.join("trace.jsonl");
     let flow_path = dir.join("flow-log.txt");
     cfg.trace = Some(trace_path.clone());
     cfg.flow_log = Some(flow_path.clone());
-    let mut fwd = Forwarder::open(&cfg, policy)?;
     println!(
         "vpcfw demo: the bundled three-tier VPC (examples/three-tier), real traffic through TAP devices\n"
     );
-    for (i, (name, _, addrs, routes)) in topo.iter().enumerate() {
-        let ns = lab.add(name)?;
-        let iface = Iface {
-            mac: Some(fwd.router().ports()[i].peer_mac),
-            addrs: addrs.iter().map(|s| s.to_string()).collect(),
-            routes: routes
-                .iter()
-                .map(|r| r.iter().map(|s| s.to_string()).collect())
-                .collect(),
-        };
-        lab.attach(fwd.taps()[i].name(), &ns, &iface)?;
-        let what = match &topo[i].1 {
-            Attach::Eni(id) => id.clone(),
-            Attach::Internet => "internet + AWS services stand-in".into(),
-        };
-        println!("  namespace {ns:<18} {:<26} {}", what, addrs.join(" "));
-    }
-    let control = fwd.control();
-    let forwarder = std::thread::Builder::new()
-        .name("forwarder".into())
-        .spawn(move || fwd.run(None).map(|()| fwd))
-        .map_err(|e| e.to_string())?;
+    let mut running = Running::start(lab, prefix, policy, cfg, true)?;
+    let lab = &running.lab;
 
     // Servers: every port a flow tries, so a blocked flow is the network's doing.
     let ns = |n: &str| lab.ns(n);
@@ -459,11 +523,7 @@ fn run(lab: &Lab, prefix: &str) -> Result<bool, String> {
         observed.push(o);
     }
     drop(servers);
-    control.stop();
-    let fwd = forwarder
-        .join()
-        .map_err(|_| "the forwarder thread panicked".to_string())?
-        .map_err(|e| format!("forwarder: {e}"))?;
+    let fwd = running.stop()?;
 
     let trace: Vec<Value> = std::fs::read_to_string(&trace_path)
         .map_err(|e| format!("{}: {e}", trace_path.display()))?
@@ -471,7 +531,7 @@ fn run(lab: &Lab, prefix: &str) -> Result<bool, String> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     println!(
-        "\n{:<58} {:<8} {:<8} decided by",
+        "\n{:<58} {:<8} {:<10} decided by",
         "flow", "expected", "observed"
     );
     let mut good = 0;

@@ -13,22 +13,44 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// Runs `ip ARGS…`; the error carries the command and its standard error.
+/// How long one `ip` command may take before it is killed (a hard bound for tests and CI).
+pub const IP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs `ip ARGS…` (killed after [`IP_TIMEOUT`]); the error carries the command and its
+/// standard error.
 pub fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
+    let cmd = || format!("ip {}", args.join(" "));
+    let mut child = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e} (is iproute2 installed?)", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e} (is iproute2 installed?)", cmd()))?;
+    let deadline = std::time::Instant::now() + IP_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{}: no answer after {IP_TIMEOUT:?}", cmd()));
+            }
+            Err(e) => return Err(format!("{}: {e}", cmd())),
+        }
+    };
+    if status.success() {
+        return Ok(());
     }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    Err(format!("{}: {}", cmd(), err.trim()))
 }
 
 /// Why the lab cannot run here, if it cannot: not root, no `/dev/net/tun`, no `ip netns`.
@@ -119,17 +141,14 @@ impl Lab {
         }
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         // No duplicate address detection: addresses are usable at once.
-        let _ = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.accept_dad=0",
-            ])
-            .stderr(Stdio::null())
-            .status();
+        let _ = ip(&[
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.accept_dad=0",
+        ]);
         Ok(ns)
     }
 
