@@ -504,7 +504,7 @@ fn run(lab: Lab, prefix: &str) -> Result<bool, String> {
     }
 
     let flows = flows();
-    let timeout = Duration::from_millis(1500);
+    let timeout = Duration::from_millis(2000);
     let mut observed = Vec::new();
     for f in &flows {
         if f.reply {

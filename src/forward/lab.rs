@@ -320,27 +320,36 @@ impl Server {
             let l = std::net::TcpListener::bind(addr)?;
             l.set_nonblocking(true)?;
             Ok(move || -> io::Result<()> {
-                use std::io::{Read, Write};
-                let mut conns: Vec<std::net::TcpStream> = Vec::new();
-                let mut buf = [0u8; 4096];
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let mut idle = true;
-                    if let Ok((c, _)) = l.accept() {
-                        c.set_nonblocking(true)?;
-                        conns.push(c);
-                        idle = false;
-                    }
-                    conns.retain_mut(|c| match c.read(&mut buf) {
-                        Ok(0) => false,
-                        Ok(n) => {
-                            idle = false;
-                            c.write_all(&buf[..n]).is_ok()
-                        }
-                        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-                    });
-                    if idle {
+                    let Ok((mut c, _)) = l.accept() else {
                         std::thread::sleep(std::time::Duration::from_millis(2));
-                    }
+                        continue;
+                    };
+                    // One thread per connection, blocking writes (a bulk echo must not be
+                    // cut by a full send buffer), a read timeout to notice the stop flag.
+                    c.set_nonblocking(false)?;
+                    c.set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 65536];
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            match c.read(&mut buf) {
+                                Ok(0) => return,
+                                Ok(n) => {
+                                    if c.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
                 }
                 Ok(())
             })

@@ -411,9 +411,13 @@ impl Forwarder {
             self.io.rx_frames += 1;
             self.io.rx_bytes += frame_len as u64;
             let mut segments = 1;
+            let mut gso_hdr_len = 0;
             if self.vnet {
                 match VirtioNetHdr::parse(buf).and_then(|h| h.check(frame_len).map(|()| h)) {
-                    Ok(h) => segments = h.segments(frame_len),
+                    Ok(h) => {
+                        segments = h.segments(frame_len);
+                        gso_hdr_len = usize::from(h.hdr_len);
+                    }
                     Err(_) => {
                         self.router.count_drop(DropReason::Malformed);
                         continue;
@@ -427,8 +431,21 @@ impl Forwarder {
                 .handle(&mut self.fw, now, port, frame, &mut self.reply[off..]);
             if let Some((pkt, v)) = &h.judged {
                 if let Some((log, out)) = &mut self.flow {
+                    // A super-frame stands for `segments` wire packets, each with its own
+                    // copy of the headers (Ethernet excluded: `pkt.len` is the IP length).
+                    let l2 = frame_len.saturating_sub(pkt.len as usize);
+                    let extra = (u64::from(segments) - 1) * gso_hdr_len.saturating_sub(l2) as u64;
+                    let bytes = u64::from(pkt.len) + extra;
                     // A failed write is reported at the next flush; the frame is not held up.
-                    let _ = log.record(self.fw.policy(), now, pkt, v, out);
+                    let _ = log.record_counted(
+                        self.fw.policy(),
+                        now,
+                        pkt,
+                        v,
+                        u64::from(segments),
+                        bytes,
+                        out,
+                    );
                 }
                 if let Some(t) = &mut self.trace {
                     let name = &self.router.ports()[usize::from(port)].name;
