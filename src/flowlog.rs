@@ -189,6 +189,25 @@ impl FlowLog {
         v: &Verdict,
         out: &mut impl io::Write,
     ) -> io::Result<()> {
+        self.record_counted(policy, now, pkt, v, 1, u64::from(pkt.len), out)
+    }
+
+    /// Like [`record`](Self::record) for a packet that stands for `packets` wire packets of
+    /// `bytes` bytes in all (a segmentation-offload super-frame judged once).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "record's arguments plus the two counts"
+    )]
+    pub fn record_counted(
+        &mut self,
+        policy: &CompiledPolicy,
+        now: Time,
+        pkt: &Packet,
+        v: &Verdict,
+        packets: u64,
+        bytes: u64,
+        out: &mut impl io::Write,
+    ) -> io::Result<()> {
         let secs = now.0 / 1_000_000_000;
         let interval = secs / self.interval;
         if self.current.is_some_and(|c| c != interval) {
@@ -227,8 +246,8 @@ impl FlowLog {
                     end: secs,
                 }
             });
-            c.packets += 1;
-            c.bytes += u64::from(pkt.len);
+            c.packets += packets;
+            c.bytes += bytes;
             c.end = secs;
         };
         if let Some(e) = v.src_eni {

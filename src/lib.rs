@@ -61,7 +61,10 @@ pub mod events;
 pub mod explain;
 pub mod firewall;
 pub mod flowlog;
+pub mod forward;
 pub mod matcher;
 pub mod policy;
 pub mod replay;
+#[cfg(target_os = "linux")]
+pub mod tap;
 pub mod wire;

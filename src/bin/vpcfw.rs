@@ -95,6 +95,12 @@ enum Command {
         #[arg(long)]
         big_endian: bool,
     },
+    /// Forward real traffic between TAP devices, one per ENI, through the VPC router and the
+    /// firewall; SIGHUP reloads the snapshot, SIGINT/SIGTERM stop (Linux, needs root).
+    Run(RunArgs),
+    /// Build a network namespace per ENI of the bundled three-tier VPC, drive real traffic
+    /// through the forwarder, print what passed and which rule decided, and clean up (root).
+    Demo,
     /// Explain the whole path of one flow and of its reply: every step, every rule considered.
     Explain {
         /// Snapshot directory of `aws ec2 describe-*` JSON files.
@@ -143,6 +149,8 @@ fn main() -> ExitCode {
         } => diff(&snapshot, &snapshot_new, json),
         Command::Lint { snapshot, json } => lint(&snapshot, json),
         Command::Replay(opts) => replay(&opts),
+        Command::Run(args) => run(args),
+        Command::Demo => demo(),
         Command::Pcap {
             events,
             out,
@@ -735,4 +743,131 @@ fn pcap(events_file: Option<&Path>, out_path: &Path, format: Format) -> ExitCode
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Options of `vpcfw run`.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Snapshot directory of `aws ec2 describe-*` JSON files (reloaded on SIGHUP).
+    #[arg(long, value_name = "DIR")]
+    snapshot: PathBuf,
+    /// A TAP device for an ENI, `eni-…=NAME` (repeat); default: every ENI of the snapshot,
+    /// named `vf-` and the last 8 characters of its id.
+    #[arg(long = "tap", value_name = "ENI=NAME")]
+    taps: Vec<String>,
+    /// A TAP device for destinations outside the VPC and the exempt service addresses
+    /// (an internet gateway stand-in).
+    #[arg(long, value_name = "NAME")]
+    internet: Option<String>,
+    /// Cap on live tracked connections per instance.
+    #[arg(long, value_name = "N")]
+    allowance: Option<u32>,
+    /// Write VPC Flow Log records (version 2 default format) to this file.
+    #[arg(long, value_name = "FILE")]
+    flow_log: Option<PathBuf>,
+    /// Flow-log aggregation interval in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = vpcfw::flowlog::DEFAULT_INTERVAL_SECS)]
+    flow_log_interval: u32,
+    /// Serve Prometheus text metrics on this loopback address, e.g. 127.0.0.1:9101.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Write one JSON line per judged packet (the verdict and its whole path) to this file.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Bypass the firewall: deliver by destination address alone (for measuring the I/O path).
+    #[arg(long)]
+    null: bool,
+    /// Open the TAP devices without the virtio-net header (no offloads; 1500-byte frames).
+    #[arg(long)]
+    no_vnet_hdr: bool,
+}
+
+#[cfg(target_os = "linux")]
+fn run(args: RunArgs) -> ExitCode {
+    use vpcfw::forward::Attach;
+    use vpcfw::forward::run::{Forwarder, RunConfig, load_policy};
+    let fail = |e: String| {
+        eprintln!("vpcfw run: {e}");
+        ExitCode::from(2)
+    };
+    let policy = match load_policy(&args.snapshot) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let mut ports = Vec::new();
+    if args.taps.is_empty() {
+        for e in &policy.policy().enis {
+            let tail = &e.id[e.id.len().saturating_sub(8)..];
+            ports.push((format!("vf-{tail}"), Attach::Eni(e.id.clone())));
+        }
+    }
+    for t in &args.taps {
+        match t.split_once('=') {
+            Some((eni, name)) if !eni.is_empty() && !name.is_empty() => {
+                ports.push((name.to_string(), Attach::Eni(eni.to_string())));
+            }
+            _ => return fail(format!("--tap {t}: expected ENI=NAME, e.g. eni-0abc=tap0")),
+        }
+    }
+    if let Some(name) = &args.internet {
+        ports.push((name.clone(), Attach::Internet));
+    }
+    let mut cfg = RunConfig::new(ports);
+    cfg.snapshot = Some(args.snapshot.clone());
+    cfg.allowance = args.allowance;
+    cfg.flow_log = args.flow_log;
+    cfg.flow_log_interval = args.flow_log_interval;
+    cfg.metrics = args.metrics;
+    cfg.trace = args.trace;
+    cfg.null = args.null;
+    if args.no_vnet_hdr {
+        cfg.tap.vnet_hdr = false;
+        cfg.tap.offload = false;
+    }
+    // Block the signals before any thread starts, so only the loop receives them.
+    let signals = match vpcfw::tap::SignalFd::new() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("signalfd: {e}")),
+    };
+    let mut fwd = match Forwarder::open(&cfg, policy) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    for (tap, (_, attach)) in fwd.taps().iter().zip(&cfg.ports) {
+        let what = match attach {
+            Attach::Eni(id) => id.as_str(),
+            Attach::Internet => "internet",
+        };
+        eprintln!(
+            "vpcfw: {} -> {what} (vnet_hdr {}, offloads {:#x})",
+            tap.name(),
+            tap.vnet_hdr(),
+            tap.offloads()
+        );
+    }
+    eprintln!(
+        "vpcfw: forwarding; SIGHUP reloads {}, SIGINT/SIGTERM stop",
+        args.snapshot.display()
+    );
+    match fwd.run(Some(&signals)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e}")),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run(_args: RunArgs) -> ExitCode {
+    eprintln!("vpcfw run: TAP devices need Linux");
+    ExitCode::from(2)
+}
+
+#[cfg(target_os = "linux")]
+fn demo() -> ExitCode {
+    vpcfw::forward::demo::main()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn demo() -> ExitCode {
+    eprintln!("vpcfw demo: network namespaces and TAP devices need Linux");
+    ExitCode::from(2)
 }
