@@ -61,6 +61,7 @@ pub mod events;
 pub mod explain;
 pub mod firewall;
 pub mod flowlog;
+pub mod inspect;
 pub mod matcher;
 pub mod policy;
 pub mod replay;
