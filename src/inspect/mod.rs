@@ -624,11 +624,17 @@ impl Inspector {
 
     /// Inspects the payload of a TCP segment with sequence number `seq` (of its first payload
     /// byte) under the stream policy described in the module docs.
+    #[inline]
     pub fn tcp_segment(&self, st: &mut StreamState, seq: u32, payload: &[u8]) -> Outcome {
-        let mut out = Outcome::default();
         if st.scope == NO_SCOPE {
-            return out;
+            return Outcome::default();
         }
+        self.tcp_segment_inspected(st, seq, payload)
+    }
+
+    #[inline(never)]
+    fn tcp_segment_inspected(&self, st: &mut StreamState, seq: u32, payload: &[u8]) -> Outcome {
+        let mut out = Outcome::default();
         if let Some(rule) = st.blocked_by() {
             out.block = Some(Hit { rule, end: 0 });
             out.already_blocked = true;
