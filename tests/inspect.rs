@@ -348,6 +348,23 @@ fn scopes_select_rules_by_protocol_port_direction_and_eni() {
 }
 
 #[test]
+fn rules_built_in_code_are_checked_too() {
+    let empty = set(vec![rule("e", RuleAction::Count, b"", false)]);
+    let e = Inspector::compile(&empty, &policy()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "inspection.json: ByteMatchRules[0].SearchString: expected a search string of 1 to 200 bytes, found 0 bytes"
+    );
+    let mut icmp = rule("i", RuleAction::Count, b"x", false);
+    icmp.scope.protocol = 1;
+    let e = Inspector::compile(&set(vec![icmp]), &policy()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "inspection.json: ByteMatchRules[0].Scope.Protocol: expected tcp (6) or udp (17), found 1"
+    );
+}
+
+#[test]
 fn unknown_enis_and_groups_are_warnings() {
     let mut a = rule("x", RuleAction::Block, b"x", false);
     a.scope.enis = vec!["eni-gone".into()];

@@ -159,8 +159,8 @@ pub struct StreamState {
 
 const _: () = assert!(std::mem::size_of::<StreamState>() == 16);
 
-// SAFETY: `StreamState` is `repr(C)` with fields u32, u32, u32, u32 (as [u32; 2] + u32), u16,
-// u8, u8 — 16 bytes, no padding (asserted above); no pointers or interior mutability; every
+// SAFETY: `StreamState` is `repr(C)` with fields [u32; 2], u32, u16, u8, u8 at offsets 0, 8, 12,
+// 14, 15 — 16 bytes, no padding (size asserted above); no pointers or interior mutability; every
 // bit pattern is a value (an out-of-range state or scope is detected and handled by the
 // `Inspector`), so a byte copy is a valid, equal value.
 unsafe impl crate::conntrack::table::Pod for StreamState {}
@@ -326,6 +326,15 @@ impl Inspector {
         let mut rule_enis: Vec<Option<Vec<bool>>> = Vec::with_capacity(n);
         for r in &set_.rules {
             let s = &r.scope;
+            if r.pattern.is_empty() || r.pattern.len() > MAX_SEARCH_LEN {
+                return Err(fail(
+                    &format!("{}.SearchString", r.path),
+                    format!(
+                        "expected a search string of 1 to {MAX_SEARCH_LEN} bytes, found {} bytes",
+                        r.pattern.len()
+                    ),
+                ));
+            }
             if s.protocol != 6 && s.protocol != 17 {
                 return Err(fail(
                     &format!("{}.Scope.Protocol", r.path),
