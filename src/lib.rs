@@ -62,6 +62,7 @@ pub mod explain;
 pub mod firewall;
 pub mod flowlog;
 pub mod forward;
+pub mod inspect;
 pub mod matcher;
 pub mod policy;
 pub mod replay;
