@@ -263,11 +263,18 @@ fn run_all(events: &[Ev], allowance: Option<u32>) {
         }
     }
     flush(&mut burst, now, &mut pending);
+    // `stored` counts expired entries not yet reclaimed, which depends on each table's layout
+    // (random hash seeds); everything else must agree.
+    let comparable = |fw: &Firewall| {
+        let mut s = fw.stats();
+        s.instances.iter_mut().for_each(|i| i.stored = 0);
+        s
+    };
     let entries = reference.entries(now);
-    let stats = reference.stats();
+    let stats = comparable(&reference);
     for fw in [&one, &verdict_only, &burst] {
         assert_eq!(fw.entries(now), entries);
-        assert_eq!(fw.stats(), stats);
+        assert_eq!(comparable(fw), stats);
     }
 }
 
@@ -384,7 +391,7 @@ fn statistics_count_rules_drops_and_occupancy() {
         .expect("web instance");
     assert_eq!((web.live, web.available, web.exceeded), (2, Some(0), 1));
     assert_eq!(s.rule(deny).packets, 1);
-    // Each accepted SYN hit one egress SG rule, one NACL entry per side, one route.
+    // Each accepted SYN hit one SG rule per side, one NACL entry per side, one route
     let kinds = |f: fn(&RuleRef) -> bool| -> u64 {
         s.rules
             .iter()
@@ -392,8 +399,10 @@ fn statistics_count_rules_drops_and_occupancy() {
             .map(|r| r.hits.packets)
             .sum()
     };
-    assert_eq!(kinds(|r| matches!(r, RuleRef::Route { .. })), 3);
-    assert_eq!(kinds(|r| matches!(r, RuleRef::Sg { .. })), 2 * 2 + 1);
+    // (the refused third SYN reached no rule beyond its allowed egress rule, which is not
+    // counted: the step refused it).
+    assert_eq!(kinds(|r| matches!(r, RuleRef::Route { .. })), 2);
+    assert_eq!(kinds(|r| matches!(r, RuleRef::Sg { .. })), 2 * 2);
     assert!(!fw.rule_name(deny).is_empty());
 
     // A reload of the same policy keeps per-rule counters (same names) and the totals.

@@ -921,7 +921,15 @@ impl Firewall {
         self.state
             .ct
             .for_each_live(now, |key, entry| out.push(FlowInfo { key, entry }));
-        out.sort_by_key(|f| (f.key.zone, f.entry.last_seen));
+        out.sort_by_key(|f| {
+            let k = &f.key;
+            (
+                k.zone,
+                f.entry.last_seen,
+                (k.proto, k.query, k.request_in),
+                (k.local, k.remote, k.local_port, k.remote_port),
+            )
+        });
         out
     }
 
