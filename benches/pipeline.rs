@@ -89,7 +89,11 @@ fn filler_rules(rng: &mut Lcg) -> Vec<Value> {
     (0..RULES_PER_GROUP_DIR)
         .map(|_| {
             let (from, to) = rng.ports();
-            let proto = if rng.next() % 2 == 0 { "tcp" } else { "udp" };
+            let proto = if rng.next().is_multiple_of(2) {
+                "tcp"
+            } else {
+                "udp"
+            };
             sg_rule(proto, from, to, &rng.cidr())
         })
         .collect()

@@ -12,9 +12,7 @@ use std::path::Path;
 use vpcfw::aws;
 use vpcfw::compile::{CompiledPolicy, RuleRef};
 use vpcfw::conntrack::{TcpFlags, Time};
-use vpcfw::firewall::{
-    Decision, Firewall, Fragment, FrameError, L4, Packet, Reason, Stage, Verdict,
-};
+use vpcfw::firewall::{Decision, Firewall, Fragment, FrameError, Packet, Reason, Stage, Verdict};
 use vpcfw::replay::packet_frame;
 use vpcfw::wire;
 

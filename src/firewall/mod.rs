@@ -644,6 +644,26 @@ struct Side {
     hashed: Option<Hashed<FlowKeyV6>>,
 }
 
+/// Working arrays of one burst.
+#[derive(Clone, Debug)]
+struct Scratch {
+    metas: [wire::PacketMeta; BURST],
+    parsed: [Option<wire::Error>; BURST],
+    pks: [Option<Pk>; BURST],
+    sides: [[Option<Side>; 2]; BURST],
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            metas: [wire::PacketMeta::EMPTY; BURST],
+            parsed: [None; BURST],
+            pks: [None; BURST],
+            sides: [[None; 2]; BURST],
+        }
+    }
+}
+
 /// The mutable part of the engine.
 #[derive(Clone, Debug)]
 struct State {
@@ -673,6 +693,8 @@ pub struct Firewall {
     /// Dense ids of the current policy's rules.
     ids: RuleIds,
     state: State,
+    /// The burst working arrays (taken while a burst runs).
+    scratch: Option<Box<Scratch>>,
 }
 
 /// The family-specific matcher key of a packet.
@@ -842,6 +864,7 @@ impl Firewall {
             allowance,
             ids,
             state,
+            scratch: Some(Box::default()),
         }
     }
 
@@ -999,39 +1022,43 @@ impl Firewall {
     }
 
     fn burst(&mut self, now: Time, frames: &[&[u8]], out: &mut [Result<Verdict, FrameError>]) {
-        let mut metas = [wire::PacketMeta::EMPTY; BURST];
-        let mut parsed: [Option<wire::Error>; BURST] = [None; BURST];
-        let mut pks: [Option<Pk>; BURST] = [None; BURST];
-        let mut sides: [[Option<Side>; 2]; BURST] = [[None; 2]; BURST];
+        // The burst's working arrays live in the engine (allocated once), so a burst neither
+        // allocates nor initialises kilobytes of stack.
+        let mut sc = self.scratch.take().unwrap_or_default();
         let p = &*self.policy;
         let st = &self.state;
         for (i, frame) in frames.iter().enumerate() {
-            if let Err(e) = wire::parse_into(frame, &mut metas[i]) {
-                parsed[i] = Some(e);
+            let meta = &mut sc.metas[i];
+            if let Err(e) = wire::parse_into(frame, meta) {
+                sc.parsed[i] = Some(e);
+                sc.pks[i] = None;
+                sc.sides[i] = [None, None];
                 continue;
             }
-            let pk = Pk::from_meta(&metas[i]);
+            sc.parsed[i] = None;
+            let pk = Pk::from_meta(meta);
             let src_eni = st.eni_of(pk.v6, pk.src);
             let dst_eni = st.eni_of(pk.v6, pk.dst);
-            sides[i] = [
+            sc.sides[i] = [
                 src_eni.map(|e| st.side(p, &pk, e, Direction::Egress)),
                 dst_eni.map(|e| st.side(p, &pk, e, Direction::Ingress)),
             ];
-            st.prefetch(&sides[i][0]);
-            st.prefetch(&sides[i][1]);
-            pks[i] = Some(pk);
+            st.prefetch(&sc.sides[i][0]);
+            st.prefetch(&sc.sides[i][1]);
+            sc.pks[i] = Some(pk);
         }
         for (i, o) in out.iter_mut().enumerate().take(frames.len()) {
-            *o = match (parsed[i], &pks[i]) {
+            *o = match (sc.parsed[i], &sc.pks[i]) {
                 (Some(e), _) => self.malformed(e),
                 (None, Some(pk)) => {
-                    let [s, d] = sides[i];
-                    self.run(now, pk, true, Some((s, d)))
+                    let [s, d] = &sc.sides[i];
+                    self.run(now, pk, true, Some((s.as_ref(), d.as_ref())))
                         .map_err(FrameError::Input)
                 }
                 (None, None) => unreachable!("a frame is either parsed or not"),
             };
         }
+        self.scratch = Some(sc);
     }
 
     #[inline]
@@ -1084,7 +1111,7 @@ impl Firewall {
         now: Time,
         pk: &Pk,
         cache: bool,
-        sides: Option<(Option<Side>, Option<Side>)>,
+        sides: Option<(Option<&Side>, Option<&Side>)>,
     ) -> Result<Verdict, InputError> {
         let p = &*self.policy;
         let st = &mut self.state;
@@ -1138,12 +1165,15 @@ impl Firewall {
             return Ok(v);
         }
 
+        let own;
         let (src_side, dst_side) = match sides {
             Some(s) => s,
             None => {
-                let s = src_eni.map(|e| st.side(p, pk, e, Direction::Egress));
-                let d = dst_eni.map(|e| st.side(p, pk, e, Direction::Ingress));
-                (s, d)
+                own = (
+                    src_eni.map(|e| st.side(p, pk, e, Direction::Egress)),
+                    dst_eni.map(|e| st.side(p, pk, e, Direction::Ingress)),
+                );
+                (own.0.as_ref(), own.1.as_ref())
             }
         };
         let v = judge(p, &self.ids, st, now, pk, src_side, dst_side, cache);
@@ -1341,8 +1371,8 @@ fn judge(
     st: &mut State,
     now: Time,
     pk: &Pk,
-    src: Option<Side>,
-    dst: Option<Side>,
+    src: Option<&Side>,
+    dst: Option<&Side>,
     cache: bool,
 ) -> Verdict {
     // 1. exempt: handled by the caller.
@@ -1372,14 +1402,14 @@ fn steps(
     st: &mut State,
     now: Time,
     pk: &Pk,
-    src: Option<Side>,
-    dst: Option<Side>,
+    src: Option<&Side>,
+    dst: Option<&Side>,
     cache: bool,
     ctx: &mut PathCtx<'_>,
     mut v: Verdict,
 ) -> Verdict {
     // 2. sg-egress
-    if let Some(side) = &src {
+    if let Some(side) = src {
         match sg_step(p, st, now, side, Direction::Egress, pk, ctx, cache) {
             Ok(pass) => v.sg_egress = Some(pass),
             Err((stage, reason)) => return reject(stage, None, reason, v),
@@ -1389,7 +1419,7 @@ fn steps(
             group,
             hashed: Some(h),
             ..
-        }) = &dst
+        }) = dst
     {
         // From outside the VPC: the destination's entry may hold the path of this direction.
         let live = st.ct.live();
@@ -1408,7 +1438,7 @@ fn steps(
         Err(v) => return v,
     };
     // 6. sg-ingress
-    if let Some(side) = &dst {
+    if let Some(side) = dst {
         match sg_step(p, st, now, side, Direction::Ingress, pk, ctx, cache) {
             Ok(pass) => v.sg_ingress = Some(pass),
             Err((stage, reason)) => return reject(stage, None, reason, v),
