@@ -5,12 +5,21 @@
 //! returns a [`Verdict`] naming the stage and the rule that decided. Nothing here reads a
 //! clock, spawns a thread or performs I/O.
 
+mod flow;
+mod stats;
+
+pub use flow::{EXTENSION_BYTES, INITIAL_CAPACITY, SWEEP_BUDGET, SWEEP_EVERY};
+pub use stats::{Hits, InstanceStats, RuleHits, Stats};
+
 use crate::compile::{CompiledEni, CompiledPolicy, RuleRef, SgFamily, SgSide};
+use crate::conntrack::table::{FlowKeyV6, Hashed};
 use crate::conntrack::{Direction, Entry, FlowKey, TcpFlags, Time, Tracking};
 use crate::matcher::{Addr, Key};
 use crate::policy::Action;
 use crate::wire;
+use flow::{Conntrack, Flow, Inserted, NO_RULE, PathResult};
 use hashbrown::HashMap;
+use stats::{Counters, RuleIds};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -438,19 +447,6 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// Counters, readable at any time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Packets judged.
-    pub packets: u64,
-    /// Packets accepted.
-    pub accepted: u64,
-    /// Packets rejected, by [`Stage::index`].
-    pub rejected: [u64; 8],
-    /// Packets dropped because the allowance was exhausted (the AWS metric name).
-    pub conntrack_allowance_exceeded: u64,
-}
-
 /// One tracked flow, as reported by [`Firewall::entries`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowInfo {
@@ -486,26 +482,219 @@ impl Zones {
     }
 }
 
-/// (source, destination, protocol — 0 for IPv6, identification).
-type FragKey = (IpAddr, IpAddr, u8, u32);
+/// (source, destination, IPv6, protocol — 0 for IPv6, identification).
+type FragKey = (u128, u128, bool, u8, u32);
+
+/// The most frames [`Firewall::process_burst`] prepares at once.
+pub const BURST: usize = crate::conntrack::table::BATCH;
+
+/// A packet in the engine's internal form (addresses as integers, ports and ICMP fields split
+/// the way the matcher and connection tracking read them).
+#[derive(Clone, Copy, Debug)]
+struct Pk {
+    v6: bool,
+    src: u128,
+    dst: u128,
+    proto: u8,
+    /// Matcher ports: TCP/UDP ports, ICMP (type, code), else (0, 0).
+    mports: (u16, u16),
+    /// Tracking ports: TCP/UDP ports, else (0, 0).
+    tports: (u16, u16),
+    /// Tracking ICMP fields: (type, identifier), else (0, 0).
+    icmp: (u8, u16),
+    flags: TcpFlags,
+    len: u32,
+    fragment: Option<Fragment>,
+    /// Whether the NACL and route steps depend only on the flow key and direction (TCP/UDP with
+    /// ports, other protocols without), so that their outcome may be cached in the entry.
+    cacheable: bool,
+}
+
+impl Pk {
+    fn from_packet(p: &Packet) -> Option<Pk> {
+        let (v6, src, dst) = match (p.src, p.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                (false, u128::from(u32::from(s)), u128::from(u32::from(d)))
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => (true, u128::from(s), u128::from(d)),
+            _ => return None,
+        };
+        let (tports, icmp) = match p.l4 {
+            L4::Ports { sport, dport, .. } => ((sport, dport), (0, 0)),
+            L4::Icmp { icmp_type, id, .. } => ((0, 0), (icmp_type, id)),
+            L4::None => ((0, 0), (0, 0)),
+        };
+        let cacheable = match (p.proto, p.l4) {
+            (6 | 17, L4::Ports { .. }) => true,
+            (1 | 6 | 17 | 58, _) => false,
+            (_, l4) => l4 == L4::None,
+        };
+        Some(Pk {
+            v6,
+            src,
+            dst,
+            proto: p.proto,
+            mports: p.ports(),
+            tports,
+            icmp,
+            flags: p.flags(),
+            len: p.len,
+            fragment: p.fragment,
+            cacheable,
+        })
+    }
+
+    /// Exactly `Pk::from_packet(&Packet::from_meta(m))`, without building the packet.
+    #[inline]
+    fn from_meta(m: &wire::PacketMeta) -> Pk {
+        let proto = m.protocol;
+        let (mports, tports, icmp, flags, l4_ports, l4_none) = match m.transport {
+            wire::Transport::Tcp {
+                src_port,
+                dst_port,
+                flags,
+                ..
+            } => (
+                (src_port, dst_port),
+                (src_port, dst_port),
+                (0, 0),
+                if proto == 6 { flags.0 } else { 0 },
+                true,
+                false,
+            ),
+            wire::Transport::Udp { src_port, dst_port } => (
+                (src_port, dst_port),
+                (src_port, dst_port),
+                (0, 0),
+                0,
+                true,
+                false,
+            ),
+            wire::Transport::Icmp { ty, code, ident } => (
+                (u16::from(ty), u16::from(code)),
+                (0, 0),
+                (ty, ident.unwrap_or(0)),
+                0,
+                false,
+                false,
+            ),
+            wire::Transport::None => ((0, 0), (0, 0), (0, 0), 0, false, true),
+        };
+        let cacheable = match proto {
+            6 | 17 => l4_ports,
+            1 | 58 => false,
+            _ => l4_none,
+        };
+        let f = m.fragment;
+        Pk {
+            v6: m.version == wire::IpVersion::V6,
+            src: m.src,
+            dst: m.dst,
+            proto,
+            mports,
+            tports,
+            icmp,
+            flags: TcpFlags(flags),
+            len: m.ip_total_len() as u32,
+            fragment: f.is_fragment().then_some(Fragment {
+                id: f.ident,
+                offset: u32::from(f.offset) * 8,
+                more: f.more,
+            }),
+            cacheable,
+        }
+    }
+
+    fn ip(&self, a: u128) -> IpAddr {
+        if self.v6 {
+            IpAddr::V6(std::net::Ipv6Addr::from(a))
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::from(a as u32))
+        }
+    }
+
+    fn famkey(&self) -> FamKey {
+        let (sport, dport) = self.mports;
+        if self.v6 {
+            FamKey::V6(Key {
+                src: self.src,
+                dst: self.dst,
+                sport,
+                dport,
+                proto: self.proto,
+            })
+        } else {
+            FamKey::V4(Key {
+                src: self.src as u32,
+                dst: self.dst as u32,
+                sport,
+                dport,
+                proto: self.proto,
+            })
+        }
+    }
+}
+
+/// One ENI's side of a packet: its zone, allowance group, tracking and hashed table key.
+#[derive(Clone, Copy, Debug)]
+struct Side {
+    eni: u32,
+    group: u32,
+    tracking: Tracking,
+    hashed: Option<Hashed<FlowKeyV6>>,
+}
+
+/// Working arrays of one burst.
+#[derive(Clone, Debug)]
+struct Scratch {
+    metas: [wire::PacketMeta; BURST],
+    parsed: [Option<wire::Error>; BURST],
+    pks: [Option<Pk>; BURST],
+    sides: [[Option<Side>; 2]; BURST],
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch {
+            metas: [wire::PacketMeta::EMPTY; BURST],
+            parsed: [None; BURST],
+            pks: [None; BURST],
+            sides: [[None; 2]; BURST],
+        }
+    }
+}
 
 /// The mutable part of the engine.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct State {
-    flows: HashMap<FlowKey, Entry>,
     zones: Zones,
-    /// Entries held per allowance group (instance) of the current policy.
-    held: Vec<u32>,
+    ct: Conntrack,
+    addr_v4: HashMap<u32, u32>,
+    addr_v6: HashMap<u128, u32>,
+    /// By allowance group: the instance id, or the ENI id of an unattached ENI.
+    instance_names: Vec<String>,
     fragments: HashMap<FragKey, (Time, Verdict)>,
-    stats: Stats,
+    counters: Counters,
+    /// Policy generation (bumped by every reload): cached paths of other generations are stale.
+    generation: u32,
+    /// The latest time a packet was judged at.
+    clock: Time,
 }
 
 /// The firewall engine: a compiled policy plus connection-tracking state.
+///
+/// The engine owns its state: every call that judges takes `&mut self`, and nothing on the
+/// packet path allocates or locks (beyond the first-fragment records of SPEC §5 and the
+/// growth of a connection-tracking table, which are off the common path).
 #[derive(Clone, Debug)]
 pub struct Firewall {
     policy: Arc<CompiledPolicy>,
     allowance: Option<u32>,
+    /// Dense ids of the current policy's rules.
+    ids: RuleIds,
     state: State,
+    /// The burst working arrays (taken while a burst runs).
+    scratch: Option<Box<Scratch>>,
 }
 
 /// The family-specific matcher key of a packet.
@@ -516,27 +705,6 @@ enum FamKey {
 }
 
 impl FamKey {
-    fn of(p: &Packet) -> Option<FamKey> {
-        let (sport, dport) = p.ports();
-        match (p.src, p.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => Some(FamKey::V4(Key {
-                src: u32::from(s),
-                dst: u32::from(d),
-                sport,
-                dport,
-                proto: p.proto,
-            })),
-            (IpAddr::V6(s), IpAddr::V6(d)) => Some(FamKey::V6(Key {
-                src: u128::from(s),
-                dst: u128::from(d),
-                sport,
-                dport,
-                proto: p.proto,
-            })),
-            _ => None,
-        }
-    }
-
     fn reversed(self) -> FamKey {
         fn rev<A: Addr>(k: Key<A>) -> Key<A> {
             Key {
@@ -595,17 +763,109 @@ fn untracked(eni: &CompiledEni, dir: Direction, key: &FamKey) -> bool {
         || (opposite.zero_allows(&key.reversed()) && own.zero_all_ports(key))
 }
 
+fn instance_names(p: &CompiledPolicy) -> Vec<String> {
+    let mut names = vec![String::new(); p.instances as usize];
+    for (e, ce) in p.policy().enis.iter().zip(&p.enis) {
+        let n = &mut names[ce.instance as usize];
+        if n.is_empty() {
+            *n = e.instance_id.clone().unwrap_or_else(|| e.id.clone());
+        }
+    }
+    names
+}
+
+impl State {
+    /// Everything derived from the policy: zones, rule ids, address maps, tables.
+    fn adopt(&mut self, old: Option<&CompiledPolicy>, ids: &mut RuleIds, p: &CompiledPolicy) {
+        self.zones.assign(p);
+        let new_ids = RuleIds::new(p.policy());
+        match old {
+            Some(old) => self.counters.remap(old, ids, p, &new_ids),
+            None => self.counters.hits = vec![Hits::default(); new_ids.refs.len()],
+        }
+        *ids = new_ids;
+        self.addr_v4 = p.addr_v4.iter().map(|(a, e)| (*a, *e)).collect();
+        self.addr_v6 = p.addr_v6.iter().map(|(a, e)| (*a, *e)).collect();
+        self.instance_names = instance_names(p);
+        self.ct.reload(p, &self.zones.current, self.clock);
+        self.generation = self.generation.wrapping_add(1);
+        // Fragment verdicts name rules of the old policy; later fragments are judged afresh.
+        self.fragments.clear();
+    }
+
+    #[inline]
+    fn eni_of(&self, v6: bool, a: u128) -> Option<u32> {
+        if v6 {
+            self.addr_v6.get(&a).copied()
+        } else {
+            self.addr_v4.get(&(a as u32)).copied()
+        }
+    }
+
+    #[inline]
+    fn side(&self, p: &CompiledPolicy, pk: &Pk, eni: u32, dir: Direction) -> Side {
+        let zone = self.zones.of_eni[eni as usize];
+        let tracking = Tracking::of(
+            zone,
+            dir,
+            pk.proto,
+            pk.ip(pk.src),
+            pk.ip(pk.dst),
+            pk.tports,
+            pk.icmp,
+        );
+        Side {
+            eni,
+            group: p.enis[eni as usize].instance,
+            tracking,
+            hashed: flow::key_of(&tracking).map(|k| self.ct.hash(&k)),
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, side: &Option<Side>) {
+        if let Some(Side {
+            group,
+            hashed: Some(h),
+            ..
+        }) = side
+        {
+            self.ct.groups[*group as usize].table.prefetch(h);
+        }
+    }
+}
+
+fn is_exempt(p: &CompiledPolicy, v6: bool, a: u128) -> bool {
+    if v6 {
+        p.exempt_v6.contains(&a)
+    } else {
+        p.exempt_v4.contains(&(a as u32))
+    }
+}
+
 impl Firewall {
     /// An engine over `policy`; `allowance` caps live tracked entries per instance.
     pub fn new(policy: CompiledPolicy, allowance: Option<u32>) -> Firewall {
-        let mut fw = Firewall {
+        let mut state = State {
+            zones: Zones::default(),
+            ct: Conntrack::new(allowance),
+            addr_v4: HashMap::new(),
+            addr_v6: HashMap::new(),
+            instance_names: Vec::new(),
+            fragments: HashMap::new(),
+            counters: Counters::default(),
+            generation: 0,
+            clock: Time(0),
+        };
+        let mut ids = RuleIds::default();
+        state.adopt(None, &mut ids, &policy);
+        Firewall {
             policy: Arc::new(policy),
             allowance,
-            state: State::default(),
-        };
-        fw.state.zones.assign(&fw.policy);
-        fw.state.held = vec![0; fw.policy.instances as usize];
-        fw
+            ids,
+            state,
+            scratch: Some(Box::default()),
+        }
     }
 
     /// The current compiled policy.
@@ -613,50 +873,86 @@ impl Firewall {
         &self.policy
     }
 
-    /// Counters.
+    /// A stable, readable name for a rule of the current policy (see
+    /// [`CompiledPolicy::rule_name`]).
+    pub fn rule_name(&self, r: RuleRef) -> String {
+        self.policy.rule_name(r)
+    }
+
+    /// A consistent snapshot of the counters (see [`Stats`]). Occupancy is judged at the time
+    /// of the latest packet; this walks the connection-tracking tables (it is not meant for the
+    /// packet path).
     pub fn stats(&self) -> Stats {
-        self.state.stats
+        let st = &self.state;
+        let c = &st.counters;
+        let instances: Vec<InstanceStats> = st
+            .ct
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let live = st.ct.live_count(i, st.clock) as u64;
+                InstanceStats {
+                    name: st.instance_names.get(i).cloned().unwrap_or_default(),
+                    stored: g.table.len() as u64,
+                    live,
+                    allowance: self.allowance,
+                    available: self.allowance.map(|a| u64::from(a).saturating_sub(live)),
+                    exceeded: g.exceeded,
+                }
+            })
+            .collect();
+        Stats {
+            packets: c.packets,
+            accepted: c.accepted,
+            rejected: c.rejected,
+            drops: c.reasons(),
+            conntrack_allowance_exceeded: c.exceeded,
+            conntrack_allowance_available: self.allowance.map(|_| {
+                instances
+                    .iter()
+                    .filter_map(|i| i.available)
+                    .min()
+                    .unwrap_or(0)
+            }),
+            instances,
+            rules: c
+                .hits
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.packets > 0)
+                .map(|(i, h)| RuleHits {
+                    rule: self.ids.rule(i as u32),
+                    hits: *h,
+                })
+                .collect(),
+            generation: u64::from(st.generation),
+        }
     }
 
     /// Replaces the policy for the next packet. Live tracked entries survive (and keep
-    /// admitting their flows); entries of ENIs that no longer exist are dropped.
+    /// admitting their flows); entries of ENIs that no longer exist are dropped; cached NACL
+    /// and route outcomes of the old policy are never used again.
     pub fn reload(&mut self, policy: CompiledPolicy) {
-        self.policy = Arc::new(policy);
-        let st = &mut self.state;
-        st.zones.assign(&self.policy);
-        let zones = &st.zones;
-        st.flows.retain(|k, _| {
-            zones
-                .current
-                .get(k.zone as usize)
-                .copied()
-                .flatten()
-                .is_some()
-        });
-        st.held = vec![0; self.policy.instances as usize];
-        for k in st.flows.keys() {
-            if let Some(eni) = zones.current[k.zone as usize] {
-                st.held[self.policy.enis[eni as usize].instance as usize] += 1;
-            }
-        }
-        // Fragment verdicts name rules of the old policy; later fragments are judged afresh.
-        st.fragments.clear();
+        let old = std::mem::replace(&mut self.policy, Arc::new(policy));
+        self.state.adopt(Some(&old), &mut self.ids, &self.policy);
     }
 
     /// Live tracked entries at `now`, for inspection and tests.
     pub fn entries(&self, now: Time) -> Vec<FlowInfo> {
-        let p = &self.policy;
-        let mut out: Vec<FlowInfo> = self
-            .state
-            .flows
-            .iter()
-            .filter(|(k, e)| {
-                self.state.zones.current[k.zone as usize]
-                    .is_some_and(|i| e.is_alive(now, &p.enis[i as usize].timeouts))
-            })
-            .map(|(k, e)| FlowInfo { key: *k, entry: *e })
-            .collect();
-        out.sort_by_key(|f| (f.key.zone, f.entry.last_seen));
+        let mut out = Vec::new();
+        self.state
+            .ct
+            .for_each_live(now, |key, entry| out.push(FlowInfo { key, entry }));
+        out.sort_by_key(|f| {
+            let k = &f.key;
+            (
+                k.zone,
+                f.entry.last_seen,
+                (k.proto, k.query, k.request_in),
+                (k.local, k.remote, k.local_port, k.remote_port),
+            )
+        });
         out
     }
 
@@ -672,78 +968,187 @@ impl Firewall {
         Some(&self.policy.policy().enis[i as usize].id)
     }
 
-    /// Judges one Ethernet frame at time `now`. A truncated or inconsistent frame is rejected
-    /// with stage `malformed` and counted (SPEC §5); it never creates state.
+    /// Judges one Ethernet frame at time `now` on the fast path (cached NACL and route
+    /// outcomes for live flows). A truncated or inconsistent frame is rejected with stage
+    /// `malformed` and counted (SPEC §5); it never creates state. Also returns the packet the
+    /// frame describes.
     pub fn process_frame(
         &mut self,
         now: Time,
         frame: &[u8],
     ) -> Result<(Packet, Verdict), FrameError> {
-        match wire::parse(frame) {
-            Ok(meta) => {
-                let pkt = Packet::from_meta(&meta);
-                self.process(now, &pkt)
-                    .map(|v| (pkt, v))
-                    .map_err(FrameError::Input)
+        let mut meta = wire::PacketMeta::EMPTY;
+        let v = self.judge_frame(now, frame, &mut meta)?;
+        if v.stage == Some(Stage::Malformed) && matches!(v.reason, Reason::Malformed(_)) {
+            let unknown = std::net::Ipv4Addr::UNSPECIFIED.into();
+            return Ok((
+                Packet {
+                    src: unknown,
+                    dst: unknown,
+                    proto: 0,
+                    l4: L4::None,
+                    len: frame.len() as u32,
+                    fragment: None,
+                },
+                v,
+            ));
+        }
+        Ok((Packet::from_meta(&meta), v))
+    }
+
+    /// [`process_frame`](Self::process_frame) without building the [`Packet`]: the verdict only.
+    #[inline]
+    pub fn verdict_frame(&mut self, now: Time, frame: &[u8]) -> Result<Verdict, FrameError> {
+        let mut meta = wire::PacketMeta::EMPTY;
+        self.judge_frame(now, frame, &mut meta)
+    }
+
+    /// Judges up to `frames.len()` frames at time `now`, in order, writing each answer (as
+    /// [`verdict_frame`](Self::verdict_frame) gives it) to `out`; returns how many were judged
+    /// (`min(frames.len(), out.len())`). Frames are taken [`BURST`] at a time: each burst is
+    /// parsed, its connection-tracking keys hashed once and their slots prefetched, then the
+    /// frames are judged one after the other (so a frame sees the state its predecessors left).
+    pub fn process_burst(
+        &mut self,
+        now: Time,
+        frames: &[&[u8]],
+        out: &mut [Result<Verdict, FrameError>],
+    ) -> usize {
+        let n = frames.len().min(out.len());
+        for (frames, out) in frames[..n].chunks(BURST).zip(out[..n].chunks_mut(BURST)) {
+            self.burst(now, frames, out);
+        }
+        n
+    }
+
+    fn burst(&mut self, now: Time, frames: &[&[u8]], out: &mut [Result<Verdict, FrameError>]) {
+        // The burst's working arrays live in the engine (allocated once), so a burst neither
+        // allocates nor initialises kilobytes of stack.
+        let mut sc = self.scratch.take().unwrap_or_default();
+        let p = &*self.policy;
+        let st = &self.state;
+        for (i, frame) in frames.iter().enumerate() {
+            let meta = &mut sc.metas[i];
+            if let Err(e) = wire::parse_into(frame, meta) {
+                sc.parsed[i] = Some(e);
+                sc.pks[i] = None;
+                sc.sides[i] = [None, None];
+                continue;
             }
-            Err(wire::Error::UnsupportedEtherType) => Err(FrameError::NotIp),
-            Err(e) => {
-                let v = Verdict {
-                    decision: Decision::Reject,
-                    stage: Some(Stage::Malformed),
-                    reason: Reason::Malformed(e),
-                    ..Verdict::accept(None, None, None)
-                };
-                self.state.stats.packets += 1;
-                count(&mut self.state.stats, &v);
-                let unknown = std::net::Ipv4Addr::UNSPECIFIED.into();
-                Ok((
-                    Packet {
-                        src: unknown,
-                        dst: unknown,
-                        proto: 0,
-                        l4: L4::None,
-                        len: frame.len() as u32,
-                        fragment: None,
-                    },
-                    v,
-                ))
+            sc.parsed[i] = None;
+            let pk = Pk::from_meta(meta);
+            let src_eni = st.eni_of(pk.v6, pk.src);
+            let dst_eni = st.eni_of(pk.v6, pk.dst);
+            sc.sides[i] = [
+                src_eni.map(|e| st.side(p, &pk, e, Direction::Egress)),
+                dst_eni.map(|e| st.side(p, &pk, e, Direction::Ingress)),
+            ];
+            st.prefetch(&sc.sides[i][0]);
+            st.prefetch(&sc.sides[i][1]);
+            sc.pks[i] = Some(pk);
+        }
+        for (i, o) in out.iter_mut().enumerate().take(frames.len()) {
+            *o = match (sc.parsed[i], &sc.pks[i]) {
+                (Some(e), _) => self.malformed(e),
+                (None, Some(pk)) => {
+                    let [s, d] = &sc.sides[i];
+                    self.run(now, pk, true, Some((s.as_ref(), d.as_ref())))
+                        .map_err(FrameError::Input)
+                }
+                (None, None) => unreachable!("a frame is either parsed or not"),
+            };
+        }
+        self.scratch = Some(sc);
+    }
+
+    #[inline]
+    fn judge_frame(
+        &mut self,
+        now: Time,
+        frame: &[u8],
+        meta: &mut wire::PacketMeta,
+    ) -> Result<Verdict, FrameError> {
+        match wire::parse_into(frame, meta) {
+            Ok(()) => {
+                let pk = Pk::from_meta(meta);
+                self.run(now, &pk, true, None).map_err(FrameError::Input)
             }
+            Err(e) => self.malformed(e),
         }
     }
 
-    /// Judges one packet at time `now` (SPEC §3–§5).
+    /// The answer for a frame that does not parse.
+    fn malformed(&mut self, e: wire::Error) -> Result<Verdict, FrameError> {
+        if e == wire::Error::UnsupportedEtherType {
+            return Err(FrameError::NotIp);
+        }
+        let v = Verdict {
+            decision: Decision::Reject,
+            stage: Some(Stage::Malformed),
+            reason: Reason::Malformed(e),
+            ..Verdict::accept(None, None, None)
+        };
+        let c = &mut self.state.counters;
+        c.packets += 1;
+        c.decided(false, v.stage, v.reason);
+        Ok(v)
+    }
+
+    /// Judges one packet at time `now` (SPEC §3–§5). This is the reference path: every step is
+    /// evaluated by its rules (no cached outcomes); [`process_frame`](Self::process_frame),
+    /// [`verdict_frame`](Self::verdict_frame) and [`process_burst`](Self::process_burst) give
+    /// the same answers faster.
     pub fn process(&mut self, now: Time, pkt: &Packet) -> Result<Verdict, InputError> {
+        let pk = Pk::from_packet(pkt).ok_or(InputError::MixedFamilies)?;
+        self.run(now, &pk, false, None)
+    }
+
+    /// Judges a packet in internal form; `cache` uses and refreshes the cached NACL and route
+    /// outcomes of live entries; `sides` are the ENI sides when already prepared.
+    #[inline]
+    fn run(
+        &mut self,
+        now: Time,
+        pk: &Pk,
+        cache: bool,
+        sides: Option<(Option<&Side>, Option<&Side>)>,
+    ) -> Result<Verdict, InputError> {
         let p = &*self.policy;
-        let key = FamKey::of(pkt).ok_or(InputError::MixedFamilies)?;
-        let src_eni = p.eni_of(pkt.src);
-        let dst_eni = p.eni_of(pkt.dst);
+        let st = &mut self.state;
+        let (src_eni, dst_eni) = match &sides {
+            Some((s, d)) => (s.map(|s| s.eni), d.map(|d| d.eni)),
+            None => (st.eni_of(pk.v6, pk.src), st.eni_of(pk.v6, pk.dst)),
+        };
         if src_eni.is_none() && dst_eni.is_none() {
             return Err(InputError::NotInVpc {
-                src: pkt.src,
-                dst: pkt.dst,
+                src: pk.ip(pk.src),
+                dst: pk.ip(pk.dst),
             });
         }
-        let st = &mut self.state;
-        st.stats.packets += 1;
+        st.counters.packets += 1;
+        if now > st.clock {
+            st.clock = now;
+        }
+        st.ct.tick(now);
 
         // SPEC §3 step 1: exempt addresses are never filtered, fragments included.
-        if p.is_exempt(pkt.src) || p.is_exempt(pkt.dst) {
+        if is_exempt(p, pk.v6, pk.src) || is_exempt(p, pk.v6, pk.dst) {
             let v = Verdict::accept(Some(Stage::Exempt), src_eni, dst_eni);
-            count(&mut st.stats, &v);
+            st.counters.decided(true, v.stage, v.reason);
             return Ok(v);
         }
 
         // SPEC §5: a non-first fragment takes its first fragment's verdict.
-        let frag_key = pkt.fragment.map(|f| {
+        let frag_key = pk.fragment.map(|f| {
             (
-                pkt.src,
-                pkt.dst,
-                if pkt.src.is_ipv6() { 0 } else { pkt.proto },
+                pk.src,
+                pk.dst,
+                pk.v6,
+                if pk.v6 { 0 } else { pk.proto },
                 f.id,
             )
         });
-        if let (Some(f), Some(fk)) = (pkt.fragment, frag_key)
+        if let (Some(f), Some(fk)) = (pk.fragment, frag_key)
             && f.offset > 0
         {
             let v = match st.fragments.get(&fk) {
@@ -755,13 +1160,26 @@ impl Firewall {
                     ..Verdict::accept(None, src_eni, dst_eni)
                 },
             };
-            count(&mut st.stats, &v);
+            st.counters
+                .decided(v.decision == Decision::Accept, v.stage, v.reason);
             return Ok(v);
         }
 
-        let v = judge(p, self.allowance, st, now, pkt, &key, src_eni, dst_eni);
-        count(&mut st.stats, &v);
-        if let (Some(f), Some(fk)) = (pkt.fragment, frag_key)
+        let own;
+        let (src_side, dst_side) = match sides {
+            Some(s) => s,
+            None => {
+                own = (
+                    src_eni.map(|e| st.side(p, pk, e, Direction::Egress)),
+                    dst_eni.map(|e| st.side(p, pk, e, Direction::Ingress)),
+                );
+                (own.0.as_ref(), own.1.as_ref())
+            }
+        };
+        let v = judge(p, &self.ids, st, now, pk, src_side, dst_side, cache);
+        st.counters
+            .decided(v.decision == Decision::Accept, v.stage, v.reason);
+        if let (Some(f), Some(fk)) = (pk.fragment, frag_key)
             && f.more
         {
             if st.fragments.len() >= MAX_FRAGMENT_RECORDS {
@@ -776,14 +1194,6 @@ impl Firewall {
     }
 }
 
-fn count(stats: &mut Stats, v: &Verdict) {
-    match (v.decision, v.stage) {
-        (Decision::Accept, _) => stats.accepted += 1,
-        (Decision::Reject, Some(s)) => stats.rejected[s.index()] += 1,
-        (Decision::Reject, None) => {}
-    }
-}
-
 fn reject(stage: Stage, rule: Option<RuleRef>, reason: Reason, base: Verdict) -> Verdict {
     Verdict {
         decision: Decision::Reject,
@@ -794,82 +1204,242 @@ fn reject(stage: Stage, rule: Option<RuleRef>, reason: Reason, base: Verdict) ->
     }
 }
 
+// Outcomes of SPEC §3 steps 3–5 (a cached path's outcome code; 0 means "not cached").
+/// Passed the NACL and route steps; the destination ENI's security groups decide.
+const PATH_PASS: u8 = 1;
+/// Passed the route step towards a destination outside the VPC: ACCEPT.
+const PATH_ACCEPT_OUT: u8 = 2;
+const PATH_NACL_EGRESS_DENY: u8 = 3;
+const PATH_NACL_EGRESS_NO_NACL: u8 = 4;
+const PATH_NO_ROUTE_TABLE: u8 = 5;
+const PATH_NO_ROUTE: u8 = 6;
+const PATH_BLACKHOLE: u8 = 7;
+const PATH_NACL_INGRESS_DENY: u8 = 8;
+const PATH_NACL_INGRESS_NO_NACL: u8 = 9;
+
+/// What the NACL and route steps need to know about a packet; computes their outcome at most
+/// once per packet.
+struct PathCtx<'a> {
+    p: &'a CompiledPolicy,
+    ids: &'a RuleIds,
+    key: &'a FamKey,
+    src_subnet: Option<u32>,
+    dst_subnet: Option<u32>,
+    same_subnet: bool,
+    dst_is_eni: bool,
+    result: Option<PathResult>,
+}
+
+impl PathCtx<'_> {
+    #[inline]
+    fn get(&mut self) -> PathResult {
+        match self.result {
+            Some(r) => r,
+            None => {
+                let r = self.compute();
+                self.result = Some(r);
+                r
+            }
+        }
+    }
+
+    /// SPEC §3 steps 3–5 by the rules.
+    fn compute(&self) -> PathResult {
+        let (p, ids, key) = (self.p, self.ids, self.key);
+        let id = |r: Option<RuleRef>| r.map_or(NO_RULE, |r| ids.id(r));
+        let mut rules = [NO_RULE; 3];
+        let done = |outcome, rules| PathResult { outcome, rules };
+        // 3. nacl-egress
+        if let (Some(s), false) = (self.src_subnet, self.same_subnet) {
+            match nacl_step(p, s, Direction::Egress, key) {
+                Ok(rule) => rules[0] = ids.id(rule),
+                Err((rule, reason)) => {
+                    rules[0] = id(rule);
+                    let code = if reason == Reason::NoNacl {
+                        PATH_NACL_EGRESS_NO_NACL
+                    } else {
+                        PATH_NACL_EGRESS_DENY
+                    };
+                    return done(code, rules);
+                }
+            }
+        }
+        // 4. route
+        if let Some(s) = self.src_subnet {
+            let Some(table) = p.subnets[s as usize].route_table else {
+                return done(PATH_NO_ROUTE_TABLE, rules);
+            };
+            let routes = &p.routes[table as usize];
+            let hit = match key {
+                FamKey::V4(k) => routes
+                    .v4
+                    .iter()
+                    .find(|(pfx, _)| pfx.contains(k.dst))
+                    .map(|r| r.1),
+                FamKey::V6(k) => routes
+                    .v6
+                    .iter()
+                    .find(|(pfx, _)| pfx.contains(k.dst))
+                    .map(|r| r.1),
+            };
+            let Some(route) = hit else {
+                return done(PATH_NO_ROUTE, rules);
+            };
+            rules[1] = ids.id(RuleRef::Route { table, route });
+            if p.policy().route_tables[table as usize].routes[route as usize].blackhole {
+                return done(PATH_BLACKHOLE, rules);
+            }
+            if !self.dst_is_eni {
+                return done(PATH_ACCEPT_OUT, rules);
+            }
+        }
+        // 5. nacl-ingress
+        if let (Some(s), false) = (self.dst_subnet, self.same_subnet) {
+            match nacl_step(p, s, Direction::Ingress, key) {
+                Ok(rule) => rules[2] = ids.id(rule),
+                Err((rule, reason)) => {
+                    rules[2] = id(rule);
+                    let code = if reason == Reason::NoNacl {
+                        PATH_NACL_INGRESS_NO_NACL
+                    } else {
+                        PATH_NACL_INGRESS_DENY
+                    };
+                    return done(code, rules);
+                }
+            }
+        }
+        done(PATH_PASS, rules)
+    }
+}
+
+/// Applies a path outcome to the verdict: `Ok(v)` to go on to step 6, `Err(v)` when decided.
+#[inline]
+fn apply_path(
+    ids: &RuleIds,
+    counters: &mut Counters,
+    len: u32,
+    r: PathResult,
+    mut v: Verdict,
+) -> Result<Verdict, Verdict> {
+    for id in r.rules {
+        if id != NO_RULE {
+            counters.hit(id, len);
+        }
+    }
+    let rule = |i: usize| (r.rules[i] != NO_RULE).then(|| ids.rule(r.rules[i]));
+    match r.outcome {
+        PATH_PASS => {
+            v.nacl_egress = rule(0);
+            v.route = rule(1);
+            v.nacl_ingress = rule(2);
+            Ok(v)
+        }
+        PATH_ACCEPT_OUT => {
+            v.nacl_egress = rule(0);
+            v.route = rule(1);
+            Err(v)
+        }
+        PATH_NACL_EGRESS_DENY => Err(reject(Stage::NaclEgress, rule(0), Reason::NaclDeny, v)),
+        PATH_NACL_EGRESS_NO_NACL => Err(reject(Stage::NaclEgress, rule(0), Reason::NoNacl, v)),
+        PATH_NACL_INGRESS_DENY | PATH_NACL_INGRESS_NO_NACL => {
+            v.nacl_egress = rule(0);
+            v.route = rule(1);
+            let reason = if r.outcome == PATH_NACL_INGRESS_DENY {
+                Reason::NaclDeny
+            } else {
+                Reason::NoNacl
+            };
+            Err(reject(Stage::NaclIngress, rule(2), reason, v))
+        }
+        code => {
+            v.nacl_egress = rule(0);
+            let reason = match code {
+                PATH_NO_ROUTE_TABLE => Reason::NoRouteTable,
+                PATH_NO_ROUTE => Reason::NoRoute,
+                _ => Reason::Blackhole,
+            };
+            Err(reject(Stage::Route, rule(1), reason, v))
+        }
+    }
+}
+
 /// SPEC §3, steps 2–6.
 #[allow(clippy::too_many_arguments)]
 fn judge(
     p: &CompiledPolicy,
-    allowance: Option<u32>,
+    ids: &RuleIds,
     st: &mut State,
     now: Time,
-    pkt: &Packet,
-    key: &FamKey,
-    src_eni: Option<u32>,
-    dst_eni: Option<u32>,
+    pk: &Pk,
+    src: Option<&Side>,
+    dst: Option<&Side>,
+    cache: bool,
 ) -> Verdict {
     // 1. exempt: handled by the caller.
-    let mut v = Verdict::accept(None, src_eni, dst_eni);
+    let (src_eni, dst_eni) = (src.map(|s| s.eni), dst.map(|d| d.eni));
+    let v = Verdict::accept(None, src_eni, dst_eni);
     let subnet = |eni: Option<u32>| eni.map(|e| p.enis[e as usize].subnet);
     let (src_subnet, dst_subnet) = (subnet(src_eni), subnet(dst_eni));
-    let same_subnet = src_subnet.is_some() && src_subnet == dst_subnet;
+    let key = pk.famkey();
+    let mut ctx = PathCtx {
+        p,
+        ids,
+        key: &key,
+        src_subnet,
+        dst_subnet,
+        same_subnet: src_subnet.is_some() && src_subnet == dst_subnet,
+        dst_is_eni: dst_eni.is_some(),
+        result: None,
+    };
+    let cache = cache && pk.cacheable;
+    steps(p, st, now, pk, src, dst, cache, &mut ctx, v)
+}
 
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn steps(
+    p: &CompiledPolicy,
+    st: &mut State,
+    now: Time,
+    pk: &Pk,
+    src: Option<&Side>,
+    dst: Option<&Side>,
+    cache: bool,
+    ctx: &mut PathCtx<'_>,
+    mut v: Verdict,
+) -> Verdict {
     // 2. sg-egress
-    if let Some(e) = src_eni {
-        match sg_step(p, allowance, st, now, e, Direction::Egress, pkt, key) {
+    if let Some(side) = src {
+        match sg_step(p, st, now, side, Direction::Egress, pk, ctx, cache) {
             Ok(pass) => v.sg_egress = Some(pass),
             Err((stage, reason)) => return reject(stage, None, reason, v),
         }
-    }
-    // 3. nacl-egress
-    if let (Some(s), false) = (src_subnet, same_subnet) {
-        match nacl_step(p, s, Direction::Egress, key) {
-            Ok(rule) => v.nacl_egress = Some(rule),
-            Err((rule, reason)) => return reject(Stage::NaclEgress, rule, reason, v),
+    } else if cache
+        && let Some(Side {
+            group,
+            hashed: Some(h),
+            ..
+        }) = dst
+    {
+        // From outside the VPC: the destination's entry may hold the path of this direction.
+        let live = st.ct.live();
+        if let Some(f) = st.ct.groups[*group as usize]
+            .table
+            .get_hashed(h, now.0, &live)
+            && let Some(r) = f.path(st.generation, Direction::Ingress)
+        {
+            ctx.result = Some(r);
         }
     }
-    // 4. route
-    if let Some(s) = src_subnet {
-        let Some(table) = p.subnets[s as usize].route_table else {
-            return reject(Stage::Route, None, Reason::NoRouteTable, v);
-        };
-        let routes = &p.routes[table as usize];
-        let hit = match key {
-            FamKey::V4(k) => routes
-                .v4
-                .iter()
-                .find(|(pfx, _)| pfx.contains(k.dst))
-                .map(|r| r.1),
-            FamKey::V6(k) => routes
-                .v6
-                .iter()
-                .find(|(pfx, _)| pfx.contains(k.dst))
-                .map(|r| r.1),
-        };
-        let Some(route) = hit else {
-            return reject(Stage::Route, None, Reason::NoRoute, v);
-        };
-        if p.policy().route_tables[table as usize].routes[route as usize].blackhole {
-            return reject(
-                Stage::Route,
-                Some(RuleRef::Route { table, route }),
-                Reason::Blackhole,
-                v,
-            );
-        }
-        v.route = Some(RuleRef::Route { table, route });
-        if dst_eni.is_none() {
-            return v;
-        }
-    }
-    // 5. nacl-ingress
-    if let (Some(s), false) = (dst_subnet, same_subnet) {
-        match nacl_step(p, s, Direction::Ingress, key) {
-            Ok(rule) => v.nacl_ingress = Some(rule),
-            Err((rule, reason)) => return reject(Stage::NaclIngress, rule, reason, v),
-        }
-    }
+    // 3.–5. nacl-egress, route, nacl-ingress
+    let path = ctx.get();
+    v = match apply_path(ctx.ids, &mut st.counters, pk.len, path, v) {
+        Ok(v) => v,
+        Err(v) => return v,
+    };
     // 6. sg-ingress
-    if let Some(e) = dst_eni {
-        match sg_step(p, allowance, st, now, e, Direction::Ingress, pkt, key) {
+    if let Some(side) = dst {
+        match sg_step(p, st, now, side, Direction::Ingress, pk, ctx, cache) {
             Ok(pass) => v.sg_ingress = Some(pass),
             Err((stage, reason)) => return reject(stage, None, reason, v),
         }
@@ -913,87 +1483,107 @@ fn nacl_step(
     }
 }
 
-/// A security-group step at ENI `eni` (SPEC §4).
+/// What the update of a live entry found.
+enum Found {
+    /// The entry admitted the packet and advanced; its new deadline.
+    Tracked(u64),
+    /// A SYN in TIME_WAIT or CLOSE: the entry ends, the packet is a new flow.
+    Restart,
+    /// The entry does not admit the packet.
+    NotAdmitted,
+}
+
+/// A security-group step at one ENI (SPEC §4). With `cache`, a live entry's cached path of
+/// this direction is used (or computed and stored), and a new entry is created with it.
 #[allow(clippy::too_many_arguments)]
 fn sg_step(
     p: &CompiledPolicy,
-    allowance: Option<u32>,
     st: &mut State,
     now: Time,
-    eni: u32,
+    side: &Side,
     dir: Direction,
-    pkt: &Packet,
-    key: &FamKey,
+    pk: &Pk,
+    ctx: &mut PathCtx<'_>,
+    cache: bool,
 ) -> Result<SgPass, (Stage, Reason)> {
-    let ce = &p.enis[eni as usize];
-    let zone = st.zones.of_eni[eni as usize];
-    let flags = pkt.flags();
-    let icmp = match pkt.l4 {
-        L4::Icmp { icmp_type, id, .. } => (icmp_type, id),
-        _ => (0, 0),
-    };
-    let ports = match pkt.l4 {
-        L4::Ports { sport, dport, .. } => (sport, dport),
-        _ => (0, 0),
-    };
-    let tracking = Tracking::of(zone, dir, pkt.proto, pkt.src, pkt.dst, ports, icmp);
+    let ce = &p.enis[side.eni as usize];
+    let flags = pk.flags;
     let stage = match dir {
         Direction::Egress => Stage::SgEgress,
         Direction::Ingress => Stage::SgIngress,
     };
+    let generation = st.generation;
+    // Only the egress side's entry caches paths, and the ingress side's when the packet comes
+    // from outside the VPC: those are the entries a packet of that direction is judged at first.
+    let caches = cache && (dir == Direction::Egress || src_is_outside(ctx));
 
-    if let Some(k) = tracking.key()
-        && let Some(e) = st.flows.get_mut(k)
-    {
-        let admits = e.admits(&tracking, dir);
-        if !e.is_alive(now, &ce.timeouts) || (admits && e.restarted_by(flags)) {
-            st.flows.remove(k);
-            st.held[ce.instance as usize] -= 1;
-        } else if admits {
+    if let Some(h) = &side.hashed {
+        let tracking = side.tracking;
+        let live = st.ct.live();
+        let table = &st.ct.groups[side.group as usize].table;
+        let found = table.update_hashed(h, now.0, &live, |f| {
+            let mut e = f.entry();
+            if !e.admits(&tracking, dir) {
+                return Found::NotAdmitted;
+            }
+            if e.restarted_by(flags) {
+                return Found::Restart;
+            }
             e.advance(dir, flags, now);
-            return Ok(SgPass::Tracked);
+            f.set_entry(&e);
+            if caches {
+                match f.path(generation, dir) {
+                    Some(r) if ctx.result.is_none() => ctx.result = Some(r),
+                    Some(_) => {}
+                    None => f.set_path(generation, dir, ctx.get()),
+                }
+            }
+            Found::Tracked(f.deadline(&ce.timeouts))
+        });
+        match found {
+            Some(Found::Tracked(deadline)) => {
+                st.ct.note_deadline(side.group, deadline);
+                return Ok(SgPass::Tracked);
+            }
+            Some(Found::Restart) => {
+                table.remove_hashed(h);
+            }
+            Some(Found::NotAdmitted) | None => {}
         }
     }
 
-    let side = &ce.sg[dir as usize];
-    let rule = side.first_match(key);
-    if matches!(pkt.proto, 6 | 17) && untracked(ce, dir, key) {
+    let key = ctx.key;
+    let side_rules = &ce.sg[dir as usize];
+    let rule = side_rules.first_match(key);
+    if matches!(pk.proto, 6 | 17) && untracked(ce, dir, key) {
         // The /0 rule (request) or the /0 all-ports rule (response) allows it.
-        return rule.map(SgPass::Untracked).ok_or((stage, Reason::NoSgRule));
+        let rule = rule.ok_or((stage, Reason::NoSgRule))?;
+        st.counters.hit(ctx.ids.id(rule), pk.len);
+        return Ok(SgPass::Untracked(rule));
     }
     let Some(rule) = rule else {
         return Err((stage, Reason::NoSgRule));
     };
-    let (Some(k), Some(entry)) = (tracking.key(), Entry::new(&tracking, dir, flags, now)) else {
+    let (Some(h), Some(entry)) = (side.hashed, Entry::new(&side.tracking, dir, flags, now)) else {
+        st.counters.hit(ctx.ids.id(rule), pk.len);
         return Ok(SgPass::Rule(rule));
     };
-    if let Some(cap) = allowance {
-        if st.held[ce.instance as usize] >= cap {
-            expire_instance(p, st, now, ce.instance);
+    let path = if caches { ctx.get() } else { PathResult::NONE };
+    let flow = Flow::new(&entry, generation, dir, path);
+    let deadline = flow.deadline(&ce.timeouts);
+    match st.ct.insert(side.group, &h, flow, now, deadline) {
+        Inserted::Ok => {
+            st.counters.hit(ctx.ids.id(rule), pk.len);
+            Ok(SgPass::NewEntry(rule))
         }
-        if st.held[ce.instance as usize] >= cap {
-            st.stats.conntrack_allowance_exceeded += 1;
-            return Err((Stage::ConntrackAllowance, Reason::Allowance));
+        Inserted::Exceeded => {
+            st.counters.exceeded += 1;
+            Err((Stage::ConntrackAllowance, Reason::Allowance))
         }
     }
-    st.flows.insert(*k, entry);
-    st.held[ce.instance as usize] += 1;
-    Ok(SgPass::NewEntry(rule))
 }
 
-/// Removes the dead entries of one allowance group.
-fn expire_instance(p: &CompiledPolicy, st: &mut State, now: Time, instance: u32) {
-    let zones = &st.zones;
-    let held = &mut st.held;
-    st.flows.retain(|k, e| {
-        let Some(eni) = zones.current[k.zone as usize] else {
-            return false;
-        };
-        let ce = &p.enis[eni as usize];
-        if ce.instance != instance || e.is_alive(now, &ce.timeouts) {
-            return true;
-        }
-        held[instance as usize] -= 1;
-        false
-    });
+#[inline]
+fn src_is_outside(ctx: &PathCtx<'_>) -> bool {
+    ctx.src_subnet.is_none()
 }
