@@ -8,8 +8,9 @@
 //! - the compiled matcher answers exactly as `reference::Linear`: `first_match`,
 //!   `first_match_burst`, `is_match`, and `any_match` names a matching rule iff one exists.
 //!
-//! When limits refuse a build, the same rules are built again without limits (same structure and
-//! bucket limit) so the differential check still runs.
+//! When limits refuse a build, the same rules are built again without them (same structure and
+//! bucket limit, 256 MiB of memory) so the differential check still runs. A forced `Tree` with no
+//! `max_memory` has no bound of its own (the builder's contract), so it is given 256 MiB too.
 #![no_main]
 
 use arbitrary::Arbitrary;
