@@ -10,9 +10,10 @@ use crate::conntrack::{Direction, Timeouts};
 use crate::matcher::{self, Addr, BuildError, Matcher, PortRange, Prefix};
 use crate::policy::{Action, Peer, Policy, RouteTarget, Traffic};
 use ipnet::IpNet;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// Addresses that are never filtered (SPEC §3 step 1), besides each VPC's DNS address.
 pub const EXEMPT_V4: [Ipv4Addr; 3] = [
@@ -38,6 +39,40 @@ impl fmt::Display for CompileError {
 }
 
 impl std::error::Error for CompileError {}
+
+/// Default [`CompileLimits::max_rules_per_eni`]: 1M matcher rules for one ENI and direction.
+/// AWS caps an ENI at 1,000 security-group rules per direction and family (a prefix-list rule
+/// counts as its list's size), so this leaves room for 1,000 rules each referencing a group of
+/// 1,000 member addresses, or a few rules referencing groups of ~100K addresses.
+pub const DEFAULT_MAX_RULES_PER_ENI: usize = 1_000_000;
+/// Default [`CompileLimits::max_total_rules`]: 4M matcher rules over all distinct
+/// security-group sets (ENIs with the same groups share one compiled copy).
+pub const DEFAULT_MAX_TOTAL_RULES: usize = 4_000_000;
+
+/// Bounds on how far compilation may expand a policy. Security-group references expand to one
+/// matcher rule per member address and prefix-list references to one per entry, so a small
+/// snapshot (thousands of ENIs in a group that references itself) could otherwise ask for
+/// billions of rules. The counts are computed before anything is built; a policy over a limit
+/// is refused with a [`CompileError`] naming the ENI, the direction, the largest contributor
+/// and the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CompileLimits {
+    /// Most matcher rules the security groups of one ENI may expand to in one direction (both
+    /// families together).
+    pub max_rules_per_eni: usize,
+    /// Most matcher rules all security-group sets may expand to together. ENIs carrying the same
+    /// list of groups share one compiled copy and count once.
+    pub max_total_rules: usize,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        CompileLimits {
+            max_rules_per_eni: DEFAULT_MAX_RULES_PER_ENI,
+            max_total_rules: DEFAULT_MAX_TOTAL_RULES,
+        }
+    }
+}
 
 impl From<BuildError> for CompileError {
     fn from(e: BuildError) -> Self {
@@ -84,8 +119,8 @@ pub enum RuleRef {
 #[derive(Clone, Debug)]
 pub(crate) struct Family<A: Addr> {
     pub matcher: Matcher<A>,
-    /// Origin of each matcher rule (same index).
-    pub origin: Vec<RuleRef>,
+    /// Origin of each matcher rule (same index); shared by the ENIs that share the matcher.
+    pub origin: Arc<[RuleRef]>,
 }
 
 impl<A: Addr> Family<A> {
@@ -93,7 +128,7 @@ impl<A: Addr> Family<A> {
         let (rules, origin): (Vec<_>, Vec<_>) = rules.into_iter().unzip();
         Ok(Family {
             matcher: Matcher::build(rules)?,
-            origin,
+            origin: origin.into(),
         })
     }
 }
@@ -227,8 +262,18 @@ fn prefix_v6(n: &ipnet::Ipv6Net) -> Prefix<u128> {
 }
 
 impl CompiledPolicy {
-    /// Compiles `policy`. Fails only when a matcher refuses to build (limits).
+    /// Compiles `policy` with the default [`CompileLimits`]. Fails when an ENI's subnet is
+    /// missing, when security-group expansion exceeds the limits, or when a matcher refuses to
+    /// build.
     pub fn compile(policy: Policy) -> Result<CompiledPolicy, CompileError> {
+        Self::compile_with(policy, &CompileLimits::default())
+    }
+
+    /// Compiles `policy`, refusing expansions beyond `limits` before building them.
+    pub fn compile_with(
+        policy: Policy,
+        limits: &CompileLimits,
+    ) -> Result<CompiledPolicy, CompileError> {
         let p = &policy;
         // Addresses of the ENIs carrying each group, for group references.
         let mut members: HashMap<&str, (Vec<u32>, Vec<u128>)> = HashMap::new();
@@ -343,7 +388,44 @@ impl CompiledPolicy {
             })
             .collect();
 
-        // ENIs.
+        // Security-group expansion, counted before anything is built: once per distinct group
+        // list and direction (ENIs with the same list share one compiled side).
+        let mut distinct: HashSet<(&[String], Direction)> = HashSet::new();
+        let mut total_rules = 0usize;
+        for eni in &p.enis {
+            for dir in [Direction::Egress, Direction::Ingress] {
+                if !distinct.insert((eni.groups.as_slice(), dir)) {
+                    continue;
+                }
+                let (n, largest) = expansion(p, &eni.groups, dir, &group_index, &members, &lists);
+                let why = |what: String, limit: usize| {
+                    let mut m = format!(
+                        "{}: the {dir} rules of security groups {} expand to {n} matcher rules{what}, over the limit of {limit}",
+                        eni.id,
+                        eni.groups.join(", ")
+                    );
+                    if let Some(l) = &largest {
+                        m.push_str(&format!(" (largest: {l})"));
+                    }
+                    CompileError(m)
+                };
+                if n > limits.max_rules_per_eni {
+                    return Err(why(String::new(), limits.max_rules_per_eni));
+                }
+                total_rules = total_rules.saturating_add(n);
+                if total_rules > limits.max_total_rules {
+                    return Err(why(
+                        format!(
+                            ", bringing the policy's distinct security-group sets to {total_rules}"
+                        ),
+                        limits.max_total_rules,
+                    ));
+                }
+            }
+        }
+
+        // ENIs. Sides are shared by ENIs with the same group list (same rules, same order).
+        let mut sides: HashMap<(&[String], Direction), SgSide> = HashMap::new();
         let mut instance_ids: HashMap<&str, u32> = HashMap::new();
         let mut instances = 0u32;
         let mut enis = Vec::with_capacity(p.enis.len());
@@ -460,11 +542,20 @@ impl CompiledPolicy {
             for a in &eni.ipv6 {
                 addr_v6.insert(v6(*a), ei as u32);
             }
+            let mut shared = |dir: Direction| -> Result<SgSide, CompileError> {
+                if let Some(s) = sides.get(&(eni.groups.as_slice(), dir)) {
+                    return Ok(s.clone());
+                }
+                let s = side(dir)?;
+                sides.insert((eni.groups.as_slice(), dir), s.clone());
+                Ok(s)
+            };
+            let sg = [shared(Direction::Egress)?, shared(Direction::Ingress)?];
             enis.push(CompiledEni {
                 subnet,
                 instance,
                 timeouts,
-                sg: [side(Direction::Egress)?, side(Direction::Ingress)?],
+                sg,
             });
         }
 
@@ -551,6 +642,53 @@ impl CompiledPolicy {
             }
         }
     }
+}
+
+/// How many matcher rules the `dir` rules of `groups` expand to (both families), and a
+/// description of the rule that contributes most (when it expands to more than one).
+fn expansion(
+    p: &Policy,
+    groups: &[String],
+    dir: Direction,
+    group_index: &HashMap<&str, u32>,
+    members: &HashMap<&str, (Vec<u32>, Vec<u128>)>,
+    lists: &HashMap<&str, &[IpNet]>,
+) -> (usize, Option<String>) {
+    let mut n = 0usize;
+    let mut largest: Option<(usize, String)> = None;
+    for g in groups {
+        let Some(&gi) = group_index.get(g.as_str()) else {
+            continue;
+        };
+        let group = &p.security_groups[gi as usize];
+        let rules = match dir {
+            Direction::Egress => &group.egress,
+            Direction::Ingress => &group.ingress,
+        };
+        for (ri, rule) in rules.iter().enumerate() {
+            let (k, what) = match &rule.peer {
+                Peer::Cidr(_) => (1, None),
+                Peer::PrefixList(l) => {
+                    let k = lists.get(l.as_str()).map_or(0, |c| c.len());
+                    (k, Some(format!("prefix list {l}, {k} entries")))
+                }
+                Peer::Group(r) => {
+                    let k = members
+                        .get(r.as_str())
+                        .map_or(0, |(a, b)| a.len() + b.len());
+                    (k, Some(format!("group {r}, {k} member addresses")))
+                }
+            };
+            n = n.saturating_add(k);
+            if let Some(what) = what
+                && k > 1
+                && largest.as_ref().is_none_or(|(m, _)| k > *m)
+            {
+                largest = Some((k, format!("{} {dir} rule {ri} references {what}", group.id)));
+            }
+        }
+    }
+    (n, largest.map(|(_, s)| s))
 }
 
 fn mark_all_ports(t: &Traffic, flags: &mut [bool; 2]) {
