@@ -319,7 +319,10 @@ pub struct Config {
     /// Reject a matcher whose [`Matcher::memory_usage`] would exceed this many bytes. With no
     /// algorithm override the builder first falls back to smaller structures.
     pub max_memory: Option<usize>,
-    /// Force one structure instead of choosing by size.
+    /// Force one structure instead of choosing by size. A forced structure has no budget of
+    /// its own: a forced [`Algorithm::Tree`] on heavily overlapping rules can copy them into
+    /// leaves thousands of times (seconds and hundreds of MiB at a few thousand rules), so set
+    /// [`Config::max_memory`] with it when the rules are not trusted.
     pub algorithm: Option<Algorithm>,
     /// [`Algorithm::TupleMerge`]: how many rules a hash bucket may collect before a rule is
     /// pushed to a stricter table (default 12, at least 1).
