@@ -635,13 +635,30 @@ impl Pk {
     }
 }
 
-/// One ENI's side of a packet: its zone, allowance group, tracking and hashed table key.
+/// One ENI's side of a packet: its zone, allowance group, direction and hashed table key.
 #[derive(Clone, Copy, Debug)]
 struct Side {
     eni: u32,
     group: u32,
-    tracking: Tracking,
+    zone: u32,
+    dir: Direction,
     hashed: Option<Hashed<FlowKeyV6>>,
+}
+
+impl Side {
+    /// The packet's tracking classification at this side.
+    #[inline]
+    fn tracking(&self, pk: &Pk) -> Tracking {
+        Tracking::of(
+            self.zone,
+            self.dir,
+            pk.proto,
+            pk.ip(pk.src),
+            pk.ip(pk.dst),
+            pk.tports,
+            pk.icmp,
+        )
+    }
 }
 
 /// Working arrays of one burst.
@@ -805,20 +822,16 @@ impl State {
     #[inline]
     fn side(&self, p: &CompiledPolicy, pk: &Pk, eni: u32, dir: Direction) -> Side {
         let zone = self.zones.of_eni[eni as usize];
-        let tracking = Tracking::of(
-            zone,
-            dir,
-            pk.proto,
-            pk.ip(pk.src),
-            pk.ip(pk.dst),
-            pk.tports,
-            pk.icmp,
+        // The table key straight from the integer addresses (no `IpAddr` round trip).
+        let key = flow::key_from(
+            zone, dir, pk.proto, pk.v6, pk.src, pk.dst, pk.tports, pk.icmp,
         );
         Side {
             eni,
             group: p.enis[eni as usize].instance,
-            tracking,
-            hashed: flow::key_of(&tracking).map(|k| self.ct.hash(&k)),
+            zone,
+            dir,
+            hashed: key.map(|k| self.ct.hash(&k)),
         }
     }
 
@@ -1518,7 +1531,7 @@ fn sg_step(
     let caches = cache && (dir == Direction::Egress || src_is_outside(ctx));
 
     if let Some(h) = &side.hashed {
-        let tracking = side.tracking;
+        let tracking = side.tracking(pk);
         let live = st.ct.live();
         let table = &st.ct.groups[side.group as usize].table;
         let found = table.update_hashed(h, now.0, &live, |f| {
@@ -1564,7 +1577,8 @@ fn sg_step(
     let Some(rule) = rule else {
         return Err((stage, Reason::NoSgRule));
     };
-    let (Some(h), Some(entry)) = (side.hashed, Entry::new(&side.tracking, dir, flags, now)) else {
+    let (Some(h), Some(entry)) = (side.hashed, Entry::new(&side.tracking(pk), dir, flags, now))
+    else {
         st.counters.hit(ctx.ids.id(rule), pk.len);
         return Ok(SgPass::Rule(rule));
     };
