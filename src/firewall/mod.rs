@@ -819,7 +819,20 @@ impl State {
         }
     }
 
-    #[inline]
+    /// Writes the side of `eni` (if any) to `out`.
+    #[inline(always)]
+    fn fill_side(
+        &self,
+        p: &CompiledPolicy,
+        pk: &Pk,
+        eni: Option<u32>,
+        dir: Direction,
+        out: &mut Option<Side>,
+    ) {
+        *out = eni.map(|e| self.side(p, pk, e, dir));
+    }
+
+    #[inline(always)]
     fn side(&self, p: &CompiledPolicy, pk: &Pk, eni: u32, dir: Direction) -> Side {
         let zone = self.zones.of_eni[eni as usize];
         // The table key straight from the integer addresses (no `IpAddr` round trip).
@@ -1052,12 +1065,12 @@ impl Firewall {
             let pk = Pk::from_meta(meta);
             let src_eni = st.eni_of(pk.v6, pk.src);
             let dst_eni = st.eni_of(pk.v6, pk.dst);
-            sc.sides[i] = [
-                src_eni.map(|e| st.side(p, &pk, e, Direction::Egress)),
-                dst_eni.map(|e| st.side(p, &pk, e, Direction::Ingress)),
-            ];
-            st.prefetch(&sc.sides[i][0]);
-            st.prefetch(&sc.sides[i][1]);
+            // Built in place (a side is 136 bytes: no copy through a temporary).
+            let [s, d] = &mut sc.sides[i];
+            st.fill_side(p, &pk, src_eni, Direction::Egress, s);
+            st.fill_side(p, &pk, dst_eni, Direction::Ingress, d);
+            st.prefetch(s);
+            st.prefetch(d);
             sc.pks[i] = Some(pk);
         }
         for (i, o) in out.iter_mut().enumerate().take(frames.len()) {
@@ -1532,9 +1545,12 @@ fn sg_step(
 
     if let Some(h) = &side.hashed {
         let tracking = side.tracking(pk);
-        let live = st.ct.live();
-        let table = &st.ct.groups[side.group as usize].table;
-        let found = table.update_hashed(h, now.0, &live, |f| {
+        let live = flow::Live {
+            timeouts: &st.ct.timeouts,
+        };
+        // The engine owns its tables (`&mut self`): the update needs no slot lock.
+        let table = &mut st.ct.groups[side.group as usize].table;
+        let found = table.update_hashed_mut(h, now.0, &live, |f| {
             let mut e = f.entry();
             if !e.admits(&tracking, dir) {
                 return Found::NotAdmitted;
