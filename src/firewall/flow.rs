@@ -27,8 +27,10 @@
 //! refused packet until an entry can actually have expired.
 
 use crate::compile::CompiledPolicy;
+#[cfg(test)]
+use crate::conntrack::Tracking;
 use crate::conntrack::table::{FlowKeyV6, Insert, Liveness, Pod, Table};
-use crate::conntrack::{Direction, Entry, FlowKey, FlowState, TcpState, Time, Timeouts, Tracking};
+use crate::conntrack::{Direction, Entry, FlowKey, FlowState, TcpState, Time, Timeouts};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Entries a table holds at first (or the allowance, if smaller).
@@ -227,6 +229,7 @@ fn query_of(bits: u8) -> u8 {
     [0, 8, 13, 128][usize::from(bits & 3)]
 }
 
+#[cfg(test)]
 fn mapped(a: IpAddr) -> Ipv6Addr {
     match a {
         IpAddr::V4(a) => a.to_ipv6_mapped(),
@@ -234,7 +237,8 @@ fn mapped(a: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// The table key of a conntrack [`FlowKey`].
+/// The table key of a conntrack [`FlowKey`] (the reference for [`key_from`]).
+#[cfg(test)]
 pub(crate) fn table_key(k: &FlowKey) -> FlowKeyV6 {
     let v4 = if k.local.is_ipv4() { KIND_V4 } else { 0 };
     let kind = query_bits(k.query) | if k.request_in { KIND_REQUEST_IN } else { 0 } | v4;
@@ -675,10 +679,75 @@ impl Conntrack {
     }
 }
 
-/// The table key of a tracking classification, if trackable.
-#[inline]
+/// The table key of a tracking classification, if trackable (the reference for [`key_from`]).
+#[cfg(test)]
 pub(crate) fn key_of(t: &Tracking) -> Option<FlowKeyV6> {
     t.key().map(table_key)
+}
+
+/// Exactly `key_of(&Tracking::of(zone, dir, proto, src, dst, ports, icmp))` with the addresses
+/// as integers (`v6` false: IPv4 in the low 32 bits), built without `IpAddr` round trips.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn key_from(
+    zone: u32,
+    dir: Direction,
+    proto: u8,
+    v6: bool,
+    src: u128,
+    dst: u128,
+    ports: (u16, u16),
+    icmp: (u8, u16),
+) -> Option<FlowKeyV6> {
+    let ingress = dir == Direction::Ingress;
+    let (local, remote) = if ingress { (dst, src) } else { (src, dst) };
+    let (map, family) = if v6 {
+        (u128::MAX, 0)
+    } else {
+        (u128::from(u32::MAX), KIND_V4)
+    };
+    // `::ffff:a.b.c.d` for IPv4.
+    let mapped = |a: u128| -> Ipv6Addr {
+        if v6 {
+            Ipv6Addr::from(a)
+        } else {
+            Ipv6Addr::from((0xffff_u128 << 32) | (a & map))
+        }
+    };
+    let (kind, local_port, remote_port) = match proto {
+        6 | 17 => {
+            let (lp, rp) = if ingress { (ports.1, ports.0) } else { ports };
+            (family, lp, rp)
+        }
+        1 | 58 => {
+            let (query, request) = match (proto, icmp.0) {
+                (1, 8) => (8, true),
+                (1, 0) => (8, false),
+                (1, 13) => (13, true),
+                (1, 14) => (13, false),
+                (58, 128) => (128, true),
+                (58, 129) => (128, false),
+                _ => return None,
+            };
+            // A request arriving, or a reply leaving, belongs to an exchange asked from outside.
+            let request_in = if request == ingress {
+                KIND_REQUEST_IN
+            } else {
+                0
+            };
+            (family | query_bits(query) | request_in, icmp.1, 0)
+        }
+        _ => (family, 0, 0),
+    };
+    Some(FlowKeyV6::new(
+        zone,
+        proto,
+        kind,
+        mapped(local),
+        mapped(remote),
+        local_port,
+        remote_port,
+    ))
 }
 
 #[cfg(test)]
@@ -714,6 +783,38 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), states.len());
+    }
+
+    proptest::proptest! {
+        /// The integer-address key builder equals the reference (tracking, then `IpAddr` keys).
+        #[test]
+        fn key_from_equals_key_of_tracking(
+            zone in 0u32..8,
+            ingress: bool,
+            proto in proptest::sample::select(vec![0u8, 1, 6, 17, 47, 58, 132]),
+            v6: bool,
+            src: u128,
+            dst: u128,
+            ports: (u16, u16),
+            icmp_type in proptest::sample::select(vec![0u8, 3, 8, 13, 14, 128, 129, 135]),
+            ident: u16,
+        ) {
+            let dir = if ingress { Ingress } else { Egress };
+            let (src, dst) = if v6 { (src, dst) } else { (u128::from(src as u32), u128::from(dst as u32)) };
+            let ip = |a: u128| -> IpAddr {
+                if v6 { IpAddr::V6(Ipv6Addr::from(a)) } else { IpAddr::V4(Ipv4Addr::from(a as u32)) }
+            };
+            let (ports, icmp) = match proto {
+                6 | 17 => (ports, (0, 0)),
+                1 | 58 => ((0, 0), (icmp_type, ident)),
+                _ => ((0, 0), (0, 0)),
+            };
+            let reference = key_of(&Tracking::of(zone, dir, proto, ip(src), ip(dst), ports, icmp));
+            proptest::prop_assert_eq!(
+                key_from(zone, dir, proto, v6, src, dst, ports, icmp),
+                reference
+            );
+        }
     }
 
     #[test]
