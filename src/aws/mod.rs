@@ -67,6 +67,18 @@ pub struct LoadError {
 }
 
 impl LoadError {
+    /// A file that is not valid JSON: its name, the line and column serde stopped at.
+    pub(crate) fn invalid_json(file: &str, e: &serde_json::Error) -> Self {
+        LoadError {
+            location: Location {
+                file: Some(file.to_owned()),
+                line: Some(e.line()),
+                column: Some(e.column()),
+                path: None,
+            },
+            message: format!("invalid JSON: {}", describe_serde(e)),
+        }
+    }
     fn at(file: &str, path: impl Into<String>, message: impl Into<String>) -> Self {
         LoadError {
             location: Location {
@@ -232,15 +244,8 @@ impl SnapshotBuilder {
 
     /// Parses one file's text and adds what it describes. `name` is used in messages.
     pub fn add_document(&mut self, name: &str, text: &str) -> Result<(), LoadError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| LoadError {
-            location: Location {
-                file: Some(name.to_owned()),
-                line: Some(e.line()),
-                column: Some(e.column()),
-                path: None,
-            },
-            message: format!("invalid JSON: {}", describe_serde(&e)),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| LoadError::invalid_json(name, &e))?;
         if !value.is_object() {
             return Err(LoadError {
                 location: Location { file: Some(name.to_owned()), ..Location::default() },
@@ -1319,7 +1324,7 @@ fn parse_addr_v4(f: &str, p: &str, s: &str) -> Result<Ipv4Addr, LoadError> {
 }
 
 /// Turns serde's "invalid type: string "x", expected i64" into "an integer, found …".
-fn describe_serde(e: &serde_json::Error) -> String {
+pub(crate) fn describe_serde(e: &serde_json::Error) -> String {
     let text = e.to_string();
     // serde_json appends " at line L column C"; the path already says where.
     let text = text.split(" at line ").next().unwrap_or(&text).to_owned();

@@ -1,7 +1,7 @@
 //! The rules file: loading and validating `inspection.json` (the format is documented in
 //! [`crate::inspect`]).
 
-use crate::aws::{LoadError, Location};
+use crate::aws::{LoadError, Location, describe_serde};
 use serde::Deserialize;
 
 /// The longest search string accepted, in bytes (AWS WAF's limit for `SearchString`).
@@ -175,19 +175,6 @@ fn required<T>(file: &str, p: &str, field: &str, v: Option<T>) -> Result<T, Load
     })
 }
 
-/// serde's message without its position suffix, as "expected X, found Y".
-fn describe_serde(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let text = text.split(" at line ").next().unwrap_or(&text).to_owned();
-    match text.split_once(", expected ") {
-        Some((found, expected)) => format!(
-            "{expected}, found {}",
-            found.trim_start_matches("invalid type: ")
-        ),
-        None => text,
-    }
-}
-
 impl RuleSet {
     /// Reads and validates a rules file.
     pub fn load(path: &std::path::Path) -> Result<RuleSet, LoadError> {
@@ -204,15 +191,8 @@ impl RuleSet {
 
     /// Parses and validates the text of a rules file called `file` (used in messages).
     pub fn parse(file: &str, text: &str) -> Result<RuleSet, LoadError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| LoadError {
-            location: Location {
-                file: Some(file.to_owned()),
-                line: Some(e.line()),
-                column: Some(e.column()),
-                path: None,
-            },
-            message: format!("invalid JSON: {}", describe_serde(&e)),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| LoadError::invalid_json(file, &e))?;
         if !value.is_object() {
             return Err(LoadError {
                 location: Location {
