@@ -19,6 +19,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::clock;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
@@ -263,36 +266,6 @@ impl<K: Key> Flows<K> for Mutex<HashMap<K, Flow, RandomState>> {
             .map(|v| touch(v, now))
             .is_some()
     }
-}
-
-/// The clock the mixes are timed with: wall time, or with `VPCFW_BENCH_CPU_TIME=1` the thread's CPU time
-/// (on a machine shared with other work, the time this thread actually ran).
-fn clock() -> Duration {
-    static CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let cpu =
-        *CPU.get_or_init(|| std::env::var_os("VPCFW_BENCH_CPU_TIME").is_some_and(|v| v == "1"));
-    if !cpu || cfg!(not(target_os = "linux")) {
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        return START.get_or_init(Instant::now).elapsed();
-    }
-    thread_cpu_time()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu_time() -> Duration {
-    unreachable!("CPU-time mode is Linux only")
-}
-
-#[cfg(target_os = "linux")]
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// One thread's share: its live keys, a key counter for new flows, and its random generator.

@@ -19,6 +19,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{cpu_mode, thread_cpu_time};
+
 use aho_corasick::automaton::Automaton;
 use aho_corasick::{Anchored, MatchKind, dfa, nfa::contiguous};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -230,27 +233,6 @@ fn rules(lowercase: bool) -> RuleSet {
             })
             .collect(),
     }
-}
-
-fn cpu_mode() -> bool {
-    std::env::var_os("VPCFW_BENCH_CPU_TIME").is_some()
-}
-
-#[cfg(target_os = "linux")]
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu_time() -> Duration {
-    unreachable!("CPU-time mode is Linux only")
 }
 
 /// Times `iters` runs of `f` by wall or thread CPU time.

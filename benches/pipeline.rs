@@ -26,7 +26,10 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::clock;
 use vpcfw::aws::SnapshotBuilder;
 use vpcfw::compile::CompiledPolicy;
 use vpcfw::conntrack::{TcpFlags, Time};
@@ -371,35 +374,6 @@ fn run(
         "{name}/{variant}: every frame is accepted"
     );
     accepted
-}
-
-/// Wall time, or with `VPCFW_BENCH_CPU_TIME=1` the thread's CPU time.
-fn clock() -> Duration {
-    static CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let cpu =
-        *CPU.get_or_init(|| std::env::var_os("VPCFW_BENCH_CPU_TIME").is_some_and(|v| v == "1"));
-    if !cpu || cfg!(not(target_os = "linux")) {
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        return START.get_or_init(Instant::now).elapsed();
-    }
-    thread_cpu_time()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu_time() -> Duration {
-    unreachable!("CPU-time mode is Linux only")
-}
-
-#[cfg(target_os = "linux")]
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 criterion_group!(benches, pipeline);
