@@ -6,13 +6,22 @@
 //! Control event: `{"t": 20.0, "reload": "DIR2"}`.
 //!
 //! Beyond SPEC, a packet event may describe a fragment with
-//! `"frag": {"id": 7, "offset": 1480, "more": true}` (offset in bytes; 0 for the first).
+//! `"frag": {"id": 7, "offset": 1480, "more": true}` (offset in bytes; 0 for the first), and,
+//! for the payload-inspection stage ([`crate::inspect`]), a TCP or UDP payload with
+//! `"payload": "GET /?u=169.254.169.254 HTTP/1.1"` (text, as UTF-8) or `"payload_b64": "…"`
+//! (standard base64), and the TCP sequence number of its first byte with `"seq": 1001`
+//! (a SYN's `seq` is its ISN).
+//!
+//! When the inspection stage decides (stage `inspection`), the answer's `rule` is the
+//! byte-match rule's `Name`; an accepted packet that matched a `count` rule carries
+//! `"inspection": {"rule": NAME, "action": "count"}`.
 //!
 //! This module only parses and renders; the caller owns the engine and any file access.
 
 use crate::compile::CompiledPolicy;
 use crate::conntrack::{TcpFlags, Time};
-use crate::firewall::{Decision, Fragment, L4, Packet, SgPass, Verdict};
+use crate::firewall::{Decision, Fragment, L4, Packet, SgPass, Stage, Verdict};
+use crate::inspect::Inspector;
 use serde_json::{Map, Value, json};
 use std::net::IpAddr;
 
@@ -25,6 +34,11 @@ pub enum Event {
         t: Time,
         /// What.
         packet: Packet,
+        /// TCP sequence number of the payload's first byte (of the SYN itself for a SYN), when
+        /// given.
+        seq: Option<u32>,
+        /// Transport payload (for the inspection stage); empty when the event has none.
+        payload: Vec<u8>,
     },
     /// Replace the snapshot with the directory `dir`.
     Reload {
@@ -148,8 +162,30 @@ pub fn parse_event(line: &str) -> Result<Event, String> {
         }
         _ => L4::None,
     };
+    let seq = match o.get("seq") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(int(v, "seq", 0, u64::from(u32::MAX))? as u32),
+    };
+    let payload = match (o.get("payload"), o.get("payload_b64")) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => Vec::new(),
+        (Some(Value::String(s)), None | Some(Value::Null)) => s.as_bytes().to_vec(),
+        (None | Some(Value::Null), Some(Value::String(b))) => crate::inspect::base64_decode(b)
+            .ok_or_else(|| {
+                format!("\"payload_b64\": expected standard base64 (A-Z a-z 0-9 + /, = padding), found {b:?}")
+            })?,
+        (Some(_), Some(_)) => {
+            return Err("give either \"payload\" or \"payload_b64\", not both".into());
+        }
+        (Some(_), _) => return Err("\"payload\": expected a string (the bytes as text)".into()),
+        (_, Some(_)) => return Err("\"payload_b64\": expected a base64 string".into()),
+    };
+    if !payload.is_empty() && !matches!(proto, 6 | 17) {
+        return Err("\"payload\" is only inspected for tcp and udp".into());
+    }
     Ok(Event::Packet {
         t,
+        seq,
+        payload,
         packet: Packet {
             src,
             dst,
@@ -213,14 +249,38 @@ fn protocol(v: &Value) -> Result<u8, String> {
 /// The answer line for a verdict: `action`, `stage`, then `rule` and `reason` when a
 /// rule or a reason decided. With `trace`, a `path` array describes every step that ran.
 pub fn answer(policy: &CompiledPolicy, v: &Verdict, trace: bool) -> Value {
+    answer_with(policy, None, v, trace)
+}
+
+/// [`answer`] naming the byte-match rules of `inspector` (the one the engine ran).
+pub fn answer_with(
+    policy: &CompiledPolicy,
+    inspector: Option<&Inspector>,
+    v: &Verdict,
+    trace: bool,
+) -> Value {
     let mut o = Map::new();
     o.insert("action".into(), json!(v.decision.as_str()));
     o.insert(
         "stage".into(),
         v.stage.map_or(Value::Null, |s| json!(s.as_str())),
     );
+    let inspect_name = |m: crate::firewall::InspectMatch| {
+        inspector.map_or_else(
+            || format!("byte-match rule {}", m.rule.0),
+            |i| i.rule_name(m.rule).to_string(),
+        )
+    };
     if let Some(r) = v.rule {
         o.insert("rule".into(), json!(policy.rule_name(r)));
+    } else if let (Some(Stage::Inspection), Some(m)) = (v.stage, v.inspection) {
+        o.insert("rule".into(), json!(inspect_name(m)));
+    }
+    if let (Decision::Accept, Some(m)) = (v.decision, v.inspection) {
+        o.insert(
+            "inspection".into(),
+            json!({"rule": inspect_name(m), "action": m.action.as_str()}),
+        );
     }
     if v.decision == Decision::Reject {
         o.insert("reason".into(), json!(v.reason.as_str()));
@@ -264,6 +324,14 @@ pub fn answer(policy: &CompiledPolicy, v: &Verdict, trace: bool) -> Value {
         if let Some(pass) = v.sg_ingress {
             path.push(sg("sg-ingress", eni(v.dst_eni), pass));
         }
+        if let Some(m) = v.inspection {
+            let at = if m.at_destination {
+                v.dst_eni
+            } else {
+                v.src_eni
+            };
+            path.push(json!({"stage": "inspection", "eni": eni(at), "rule": inspect_name(m), "action": m.action.as_str()}));
+        }
         o.insert("src_eni".into(), json!(eni(v.src_eni)));
         o.insert("dst_eni".into(), json!(eni(v.dst_eni)));
         o.insert("path".into(), Value::Array(path));
@@ -278,7 +346,7 @@ mod tests {
     #[test]
     fn parses_spec_examples() {
         let e = parse_event(r#"{"t": 12.5, "src": "10.0.1.10", "dst": "10.0.2.20", "proto": "tcp", "sport": 40000, "dport": 443, "flags": "S", "len": 60}"#).unwrap();
-        let Event::Packet { t, packet } = e else {
+        let Event::Packet { t, packet, .. } = e else {
             panic!("packet")
         };
         assert_eq!(t, Time(12_500_000_000));

@@ -9,11 +9,11 @@
 //! # JSON (stable)
 //!
 //! ```text
-//! {"request": PATH, "reply": PATH | null}
+//! {"request": PATH, "reply": PATH | null, "payload": PATH (only with a payload, see explain_with)}
 //! PATH  = {"flow": "tcp 10.0.1.10:40000 -> 10.0.2.20:443", "src_eni": id|null, "dst_eni": id|null,
 //!          "action": "ACCEPT"|"REJECT", "stage": stage|null, "rule": name|null, "reason": text|null,
 //!          "steps": [STEP…]}
-//! STEP  = {"stage": "exempt"|"sg-egress"|"nacl-egress"|"route"|"nacl-ingress"|"sg-ingress",
+//! STEP  = {"stage": "exempt"|"sg-egress"|"nacl-egress"|"route"|"nacl-ingress"|"sg-ingress"|"inspection",
 //!          "status": "pass"|"reject"|"skipped"|"not-reached", "note": text, …}
 //!   sg-*:   "eni", "via": "conntrack"|"new-entry"|"untracked"|"rule"|null,
 //!           "allowed_by": [{"rule": name, "text": "tcp 443 from 0.0.0.0/0"}…],
@@ -21,15 +21,19 @@
 //!   nacl-*: "nacl": id|null, "entries": [{"rule": name, "text": "100 allow tcp 443 0.0.0.0/0",
 //!           "matched": bool, "why_not": text|null}…]  (in evaluation order, up to the deciding one)
 //!   route:  "route_table": id|null, "route": name|null
+//!   inspection (only with inspection rules): "status" also "skipped" (no rule covers the
+//!           packet), "rules_in_scope": [name…], "matched": {"rule": name, "action": "block"|"count"}|null
 //! ```
 
 use crate::compile::{CompiledPolicy, RuleRef};
 use crate::conntrack::{Direction, TcpFlags, Time};
 use crate::firewall::{Decision, Firewall, InputError, L4, Packet, SgPass, Stage, Verdict};
+use crate::inspect::Inspector;
 use crate::policy::{Action, NaclEntry, Peer, Policy, SgRule, Traffic};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Parses a flow: `tcp 10.0.1.10:40000 -> 10.0.2.20:443`, `udp [2001:db8::1]:5353 -> [2001:db8::2]:53`,
 /// `icmp 10.0.1.10 -> 10.0.2.20 type 8 code 0`, `icmpv6 … type 128`, `47 10.0.1.10 -> 192.0.2.1`.
@@ -251,20 +255,98 @@ pub fn reply_of(p: &Packet) -> Option<Packet> {
 
 /// Explains `flow` and its reply as JSON (see the module docs for the schema).
 pub fn explain(policy: &CompiledPolicy, flow: &Packet) -> Result<Value, InputError> {
+    explain_with(policy, None, flow, &[])
+}
+
+/// [`explain`] with the payload-inspection stage: with `inspector`, every path gains an
+/// `inspection` step, and a non-empty `payload` adds a `"payload"` path: after the request and
+/// its reply, the same flow sends `payload` (TCP: a `PA` segment right after the handshake,
+/// sequence number ISN + 1; UDP: a second datagram), judged by the same engine.
+pub fn explain_with(
+    policy: &CompiledPolicy,
+    inspector: Option<Arc<Inspector>>,
+    flow: &Packet,
+    payload: &[u8],
+) -> Result<Value, InputError> {
     let mut fw = Firewall::new(policy.clone(), None);
+    fw.set_inspector(inspector);
+    let insp = fw.inspector().map(|_| ());
     let v = fw.process(Time(0), flow)?;
-    let request = path(policy, flow, &v);
+    let request = path(policy, fw.inspector(), flow, &v);
     let reply = match reply_of(flow) {
         Some(r) => {
             let rv = fw.process(Time(0), &r)?;
-            path(policy, &r, &rv)
+            path(policy, fw.inspector(), &r, &rv)
         }
         None => Value::Null,
     };
-    Ok(json!({"request": request, "reply": reply}))
+    let mut out = json!({"request": request, "reply": reply});
+    if !payload.is_empty() && insp.is_some() && matches!(flow.proto, 6 | 17) {
+        let data = match flow.l4 {
+            L4::Ports { sport, dport, .. } => Packet {
+                l4: L4::Ports {
+                    sport,
+                    dport,
+                    flags: TcpFlags(if flow.proto == 6 {
+                        TcpFlags::PSH | TcpFlags::ACK
+                    } else {
+                        0
+                    }),
+                },
+                ..*flow
+            },
+            _ => *flow,
+        };
+        let dv = fw.process_with_payload(Time(0), &data, 1, payload)?;
+        let mut p = path(policy, fw.inspector(), &data, &dv);
+        p["payload_len"] = json!(payload.len());
+        out["payload"] = p;
+    }
+    Ok(out)
 }
 
-fn path(cp: &CompiledPolicy, p: &Packet, v: &Verdict) -> Value {
+/// The `inspection` step of a path.
+fn inspection_step(insp: &Inspector, p: &Packet, v: &Verdict) -> Value {
+    let dport = match p.l4 {
+        L4::Ports { dport, .. } => dport,
+        _ => 0,
+    };
+    let scope = insp.scope_of(p.proto, dport, v.src_eni, v.dst_eni);
+    let in_scope: Vec<&str> = scope
+        .map(|s| {
+            insp.scope_rules(s)
+                .iter()
+                .map(|r| insp.rule_name(*r))
+                .collect()
+        })
+        .unwrap_or_default();
+    let matched = v
+        .inspection
+        .map(|m| json!({"rule": insp.rule_name(m.rule), "action": m.action.as_str()}));
+    let (status, note) = if v.stage == Some(Stage::Inspection) {
+        (
+            "reject",
+            "a block rule matched: this packet and every later packet of the flow are dropped",
+        )
+    } else if v.decision == Decision::Reject || v.stage == Some(Stage::Exempt) {
+        ("not-reached", "")
+    } else if scope.is_none() {
+        (
+            "skipped",
+            "no byte-match rule covers this protocol, port and ENI",
+        )
+    } else if matched.is_some() {
+        ("pass", "a count rule matched (counted only)")
+    } else {
+        (
+            "pass",
+            "inspected: no rule matched (TCP streams are matched across segments)",
+        )
+    };
+    json!({"stage": "inspection", "status": status, "note": note, "rules_in_scope": in_scope, "matched": matched})
+}
+
+fn path(cp: &CompiledPolicy, insp: Option<&Inspector>, p: &Packet, v: &Verdict) -> Value {
     let policy = cp.policy();
     let eni_id = |i: Option<u32>| i.map(|i| policy.enis[i as usize].id.clone());
     let subnet_of = |i: Option<u32>| i.map(|i| policy.enis[i as usize].subnet_id.clone());
@@ -316,13 +398,23 @@ fn path(cp: &CompiledPolicy, p: &Packet, v: &Verdict) -> Value {
             steps.push(step);
         }
     }
+    if let Some(insp) = insp {
+        steps.push(inspection_step(insp, p, v));
+    }
+    let rule = match (v.rule, v.inspection, insp) {
+        (Some(r), _, _) => Some(cp.rule_name(r)),
+        (None, Some(m), Some(i)) if v.stage == Some(Stage::Inspection) => {
+            Some(i.rule_name(m.rule).to_string())
+        }
+        _ => None,
+    };
     json!({
         "flow": flow_text(p),
         "src_eni": eni_id(v.src_eni),
         "dst_eni": eni_id(v.dst_eni),
         "action": v.decision.as_str(),
         "stage": v.stage.map(|s| s.as_str()),
-        "rule": v.rule.map(|r| cp.rule_name(r)),
+        "rule": rule,
         "reason": (v.decision == Decision::Reject).then(|| v.reason.as_str()),
         "steps": steps,
     })
@@ -672,7 +764,14 @@ fn route_detail(cp: &CompiledPolicy, v: &Verdict, step: &mut Value) {
 /// Renders an explanation as a compact, readable text table.
 pub fn render_text(x: &Value) -> String {
     let mut s = String::new();
-    for (title, path) in [("request", &x["request"]), ("reply", &x["reply"])] {
+    for (title, path) in [
+        ("request", &x["request"]),
+        ("reply", &x["reply"]),
+        ("payload", &x["payload"]),
+    ] {
+        if path.is_null() && title == "payload" {
+            continue;
+        }
         if path.is_null() {
             let _ = writeln!(s, "{title}: none (this ICMP type has no reply)");
             continue;
@@ -709,6 +808,14 @@ pub fn render_text(x: &Value) -> String {
             }
             if let Some(r) = step["route"].as_str() {
                 let _ = write!(line, "{r} ");
+            }
+            if let Some(m) = step["matched"].as_object() {
+                let _ = write!(
+                    line,
+                    "{} {} ",
+                    m.get("action").and_then(Value::as_str).unwrap_or(""),
+                    m.get("rule").and_then(Value::as_str).unwrap_or("")
+                );
             }
             if let Some(note) = step["note"].as_str().filter(|n| !n.is_empty()) {
                 let _ = write!(line, "— {note}");

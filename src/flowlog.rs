@@ -224,6 +224,10 @@ impl FlowLog {
             L4::Ports { sport, dport, .. } => (sport, dport),
             _ => (0, 0),
         };
+        // A byte-match block is recorded as REJECT at the ENI where it was decided: the
+        // destination (the packet arrived there) or the source (it was leaving).
+        let blocked_at_source =
+            v.stage == Some(Stage::Inspection) && !v.inspection.is_some_and(|m| m.at_destination);
         let rejected_at = |stages: &[Stage]| {
             v.decision == Decision::Reject && v.stage.is_some_and(|s| stages.contains(&s))
         };
@@ -254,18 +258,19 @@ impl FlowLog {
             let src = primary(policy, e, pkt.src);
             add(
                 e,
-                !rejected_at(&[Stage::SgEgress, Stage::NaclEgress]),
+                !rejected_at(&[Stage::SgEgress, Stage::NaclEgress]) && !blocked_at_source,
                 src,
                 pkt.dst,
             );
         }
         if let Some(e) = v.dst_eni {
-            let reached = !rejected_at(&[Stage::SgEgress, Stage::NaclEgress, Stage::Route]);
+            let reached = !rejected_at(&[Stage::SgEgress, Stage::NaclEgress, Stage::Route])
+                && !blocked_at_source;
             if reached {
                 let dst = primary(policy, e, pkt.dst);
                 add(
                     e,
-                    !rejected_at(&[Stage::NaclIngress, Stage::SgIngress]),
+                    !rejected_at(&[Stage::NaclIngress, Stage::SgIngress, Stage::Inspection]),
                     pkt.src,
                     dst,
                 );

@@ -36,7 +36,7 @@ pub struct Summary {
     /// Frames accepted.
     pub accepted: u64,
     /// Frames rejected, by [`Stage::index`].
-    pub rejected: [u64; 8],
+    pub rejected: [u64; Stage::COUNT],
     /// Frames that are not IPv4 or IPv6 (ARP, other EtherTypes): not judged.
     pub not_ip: u64,
     /// IP frames of which neither address is an ENI of the snapshot: not judged.
@@ -220,9 +220,16 @@ impl Summary {
 
 /// The `--verdicts` line for frame number `frame` (from 1): the `vpcfw eval` answer (SPEC §7)
 /// for a judged frame, `{"error": "frame N: ..."}` for one that is not judged.
-pub fn answer_line(policy: &CompiledPolicy, frame: u64, outcome: &FrameOutcome) -> Value {
+///
+/// `inspector` names the byte-match rules (the one the engine ran, if any).
+pub fn answer_line(
+    policy: &CompiledPolicy,
+    inspector: Option<&crate::inspect::Inspector>,
+    frame: u64,
+    outcome: &FrameOutcome,
+) -> Value {
     match outcome {
-        Ok((_, v)) => crate::events::answer(policy, v, false),
+        Ok((_, v)) => crate::events::answer_with(policy, inspector, v, false),
         Err(e) => json!({"error": format!("frame {frame}: {e}")}),
     }
 }
@@ -237,6 +244,13 @@ const DST_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 /// (the `frag` extension of the event format) become IPv4 fragments or IPv6 Fragment headers;
 /// their offset must be a multiple of 8.
 pub fn packet_frame(p: &Packet) -> Result<Vec<u8>, String> {
+    packet_frame_with(p, None, &[])
+}
+
+/// [`packet_frame`] with a transport payload (for the inspection stage) and, for TCP, the
+/// sequence number (`None`: 1). A non-empty `payload` is the frame's payload as given (`len`
+/// is then ignored).
+pub fn packet_frame_with(p: &Packet, seq: Option<u32>, payload: &[u8]) -> Result<Vec<u8>, String> {
     let frag = p.fragment;
     if let Some(f) = frag
         && !f.offset.is_multiple_of(8)
@@ -253,7 +267,13 @@ pub fn packet_frame(p: &Packet) -> Result<Vec<u8>, String> {
             sport,
             dport,
             flags,
-        } if p.proto == 6 => L4Repr::Tcp(TcpRepr::new(sport, dport, TcpFlags(flags.0))),
+        } if p.proto == 6 => {
+            let mut tcp = TcpRepr::new(sport, dport, TcpFlags(flags.0));
+            if let Some(seq) = seq {
+                tcp.seq = seq;
+            }
+            L4Repr::Tcp(tcp)
+        }
         L4::Ports { sport, dport, .. } => L4Repr::Udp {
             src_port: sport,
             dst_port: dport,
@@ -325,8 +345,13 @@ pub fn packet_frame(p: &Packet) -> Result<Vec<u8>, String> {
         _ => 0,
     };
     let headers = builder.len().map_err(|e| e.to_string())? - 14;
-    let payload = vec![0u8; (p.len as usize).saturating_sub(headers).max(min_payload)];
-    builder.payload = &payload;
+    let padding;
+    builder.payload = if payload.is_empty() {
+        padding = vec![0u8; (p.len as usize).saturating_sub(headers).max(min_payload)];
+        &padding
+    } else {
+        payload
+    };
     builder
         .to_vec()
         .map_err(|e: wire::Error| format!("cannot build the frame: {e}"))

@@ -4,12 +4,14 @@ use clap::{Parser, Subcommand};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use vpcfw::aws;
 use vpcfw::capture::{CaptureError, CaptureReader, CaptureWriter, Format};
 use vpcfw::compile::CompiledPolicy;
 use vpcfw::events::{self, Event};
 use vpcfw::firewall::Firewall;
 use vpcfw::flowlog::FlowLog;
+use vpcfw::inspect::Inspector;
 use vpcfw::replay::{self, Summary};
 
 #[derive(Parser)]
@@ -39,6 +41,10 @@ enum Command {
         /// Add the whole path (every step, its rule, the ENIs) to each answer.
         #[arg(long)]
         trace: bool,
+        /// Payload byte-match rules (`ByteMatchRules` JSON, see `vpcfw::inspect`); default:
+        /// `inspection.json` in the snapshot directory, when there is one.
+        #[arg(long, value_name = "FILE")]
+        inspection: Option<PathBuf>,
         /// Write VPC Flow Log records (version 2 default format) to this file.
         #[arg(long, value_name = "FILE")]
         flow_log: Option<PathBuf>,
@@ -113,6 +119,14 @@ enum Command {
         /// Print JSON (schema in the `vpcfw::explain` docs) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also send this payload (text) on the flow after the handshake and explain the
+        /// inspection stage's verdict on it.
+        #[arg(long, value_name = "TEXT")]
+        payload: Option<String>,
+        /// Payload byte-match rules (`ByteMatchRules` JSON, see `vpcfw::inspect`); default:
+        /// `inspection.json` in the snapshot directory, when there is one.
+        #[arg(long, value_name = "FILE")]
+        inspection: Option<PathBuf>,
     },
 }
 
@@ -127,11 +141,13 @@ fn main() -> ExitCode {
             flow_log,
             flow_log_interval,
             quiet,
+            inspection,
         } => {
             let opts = EvalOptions {
                 allowance,
                 trace,
                 quiet,
+                inspection,
                 flow_log,
                 flow_log_interval,
             };
@@ -141,7 +157,15 @@ fn main() -> ExitCode {
             snapshot,
             flow,
             json,
-        } => explain(&snapshot, &flow, json),
+            payload,
+            inspection,
+        } => explain(
+            &snapshot,
+            &flow,
+            json,
+            payload.as_deref(),
+            inspection.as_deref(),
+        ),
         Command::Diff {
             snapshot,
             snapshot_new,
@@ -164,6 +188,27 @@ fn main() -> ExitCode {
                 Format::Pcap { big_endian, nanos }
             };
             pcap(events.as_deref(), &out, format)
+        }
+    }
+}
+
+/// Loads and compiles the payload-inspection rules for `policy` (`file`, else the snapshot's
+/// `inspection.json` when it has one), printing warnings unless `quiet`.
+fn load_inspector(
+    dir: &Path,
+    file: Option<&Path>,
+    policy: &CompiledPolicy,
+    quiet: bool,
+) -> Result<Option<Arc<Inspector>>, String> {
+    match vpcfw::inspect::load_for(dir, file, policy.policy()).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some((insp, warnings)) => {
+            if !quiet {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            Ok(Some(Arc::new(insp)))
         }
     }
 }
@@ -239,7 +284,13 @@ fn lint(snapshot: &Path, json: bool) -> ExitCode {
     })
 }
 
-fn explain(snapshot: &Path, flow: &str, json: bool) -> ExitCode {
+fn explain(
+    snapshot: &Path,
+    flow: &str,
+    json: bool,
+    payload: Option<&str>,
+    inspection: Option<&Path>,
+) -> ExitCode {
     let packet = match vpcfw::explain::parse_flow(flow) {
         Ok(p) => p,
         Err(e) => {
@@ -254,7 +305,29 @@ fn explain(snapshot: &Path, flow: &str, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match vpcfw::explain::explain(&policy, &packet) {
+    let inspector = match load_inspector(snapshot, inspection, &policy, true) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("vpcfw: cannot load inspection rules: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(p) = payload {
+        if inspector.is_none() {
+            eprintln!(
+                "vpcfw: --payload needs inspection rules: give --inspection FILE or put {} in {}",
+                vpcfw::inspect::RULES_FILE,
+                snapshot.display()
+            );
+            return ExitCode::from(2);
+        }
+        if !matches!(packet.proto, 6 | 17) || p.is_empty() {
+            eprintln!("vpcfw: --payload: expected a non-empty payload on a tcp or udp flow");
+            return ExitCode::from(2);
+        }
+    }
+    let payload = payload.unwrap_or("").as_bytes();
+    match vpcfw::explain::explain_with(&policy, inspector, &packet, payload) {
         Ok(x) if json => println!("{x:#}"),
         Ok(x) => print!("{}", vpcfw::explain::render_text(&x)),
         Err(e) => {
@@ -269,6 +342,7 @@ struct EvalOptions {
     allowance: Option<u32>,
     trace: bool,
     quiet: bool,
+    inspection: Option<PathBuf>,
     flow_log: Option<PathBuf>,
     flow_log_interval: u32,
 }
@@ -316,7 +390,15 @@ fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> Exit
         Ok(s) => s,
         Err(code) => return code,
     };
+    let inspector = match load_inspector(snapshot, opts.inspection.as_deref(), &policy, quiet) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("vpcfw: cannot load inspection rules: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut fw = Firewall::new(policy, opts.allowance);
+    fw.set_inspector(inspector);
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -333,26 +415,36 @@ fn eval(snapshot: &Path, events_file: Option<&Path>, opts: &EvalOptions) -> Exit
             Err(_) => serde_json::json!({"error": format!("line {line_no}: not valid UTF-8")}),
             Ok(line) => match events::parse_event(line) {
                 Err(e) => serde_json::json!({"error": format!("line {line_no}: {e}")}),
-                Ok(Event::Reload { dir }) => match load(Path::new(&dir), quiet) {
-                    Ok(p) => {
+                Ok(Event::Reload { dir }) => match load(Path::new(&dir), quiet).and_then(|p| {
+                    let dir = Path::new(&dir);
+                    let insp = load_inspector(dir, opts.inspection.as_deref(), &p, quiet)?;
+                    Ok((p, insp))
+                }) {
+                    Ok((p, insp)) => {
                         if let Some(s) = &mut sink
                             && let Err(e) = s.log.flush(fw.policy(), &mut s.file)
                         {
                             return s.fail(e);
                         }
                         fw.reload(p);
+                        fw.set_inspector(insp);
                         serde_json::json!({"reload": "ok"})
                     }
                     Err(e) => serde_json::json!({"reload": "error", "error": e}),
                 },
-                Ok(Event::Packet { t, packet }) => match fw.process(t, &packet) {
+                Ok(Event::Packet {
+                    t,
+                    packet,
+                    seq,
+                    payload,
+                }) => match fw.process_with_payload(t, &packet, seq.unwrap_or(0), &payload) {
                     Ok(v) => {
                         if let Some(s) = &mut sink
                             && let Err(e) = s.log.record(fw.policy(), t, &packet, &v, &mut s.file)
                         {
                             return s.fail(e);
                         }
-                        events::answer(fw.policy(), &v, trace)
+                        events::answer_with(fw.policy(), fw.inspector(), &v, trace)
                     }
                     Err(e) => serde_json::json!({"error": format!("line {line_no}: {e}")}),
                 },
@@ -464,6 +556,10 @@ struct ReplayOptions {
     /// Cap on live tracked connections per instance.
     #[arg(long, value_name = "N")]
     allowance: Option<u32>,
+    /// Payload byte-match rules (`ByteMatchRules` JSON, see `vpcfw::inspect`); default:
+    /// `inspection.json` in the snapshot directory, when there is one.
+    #[arg(long, value_name = "FILE")]
+    inspection: Option<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -509,13 +605,14 @@ impl ReplayOutputs {
     /// Writes what frame number `n` gives to each output.
     fn frame(
         &mut self,
-        policy: &CompiledPolicy,
+        fw: &Firewall,
         n: u64,
         frame: &vpcfw::capture::Frame<'_>,
         outcome: &replay::FrameOutcome,
     ) -> io::Result<()> {
         if let Some(out) = &mut self.verdicts {
-            serde_json::to_writer(&mut *out, &replay::answer_line(policy, n, outcome))?;
+            let line = replay::answer_line(fw.policy(), fw.inspector(), n, outcome);
+            serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")?;
         }
         let Ok((packet, verdict)) = outcome else {
@@ -530,7 +627,7 @@ impl ReplayOutputs {
         }
         if let Some(s) = &mut self.flow_log {
             s.log
-                .record(policy, frame.time, packet, verdict, &mut s.file)?;
+                .record(fw.policy(), frame.time, packet, verdict, &mut s.file)?;
         }
         Ok(())
     }
@@ -607,7 +704,20 @@ fn replay(opts: &ReplayOptions) -> ExitCode {
         last: std::time::Instant::now(),
         shown: false,
     };
+    let inspector = match load_inspector(
+        &opts.snapshot,
+        opts.inspection.as_deref(),
+        &policy,
+        opts.quiet,
+    ) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("vpcfw: cannot load inspection rules: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut fw = Firewall::new(policy, opts.allowance);
+    fw.set_inspector(inspector);
     let mut summary = Summary::default();
     let reader = CaptureReader::new(file);
     // Outputs keep every timestamp: nanoseconds unless the input has only microseconds.
@@ -634,7 +744,7 @@ fn replay(opts: &ReplayOptions) -> ExitCode {
             };
             let outcome = fw.process_frame(frame.time, frame.data);
             summary.add(frame.time, frame.data.len(), &outcome);
-            if let Err(e) = outputs.frame(fw.policy(), summary.frames, &frame, &outcome) {
+            if let Err(e) = outputs.frame(&fw, summary.frames, &frame, &outcome) {
                 eprintln!("vpcfw: writing output: {e}");
                 return ExitCode::from(2);
             }
@@ -717,7 +827,12 @@ fn pcap(events_file: Option<&Path>, out_path: &Path, format: Format) -> ExitCode
             .map_err(|_| "not valid UTF-8".to_owned())
             .and_then(events::parse_event);
         let frame = match parsed {
-            Ok(Event::Packet { t, packet }) => replay::packet_frame(&packet).map(|f| (t, f)),
+            Ok(Event::Packet {
+                t,
+                packet,
+                seq,
+                payload,
+            }) => replay::packet_frame_with(&packet, seq, &payload).map(|f| (t, f)),
             Ok(Event::Reload { .. }) => Err("a reload has no frame".to_owned()),
             Err(e) => Err(e),
         };

@@ -31,6 +31,7 @@ use crate::compile::CompiledPolicy;
 use crate::conntrack::Tracking;
 use crate::conntrack::table::{FlowKeyV6, Insert, Liveness, Pod, Table};
 use crate::conntrack::{Direction, Entry, FlowKey, FlowState, TcpState, Time, Timeouts};
+use crate::inspect::{RuleId, StreamState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Entries a table holds at first (or the allowance, if smaller).
@@ -40,9 +41,15 @@ pub const SWEEP_EVERY: u32 = 256;
 /// Slots examined by one incremental sweep step.
 pub const SWEEP_BUDGET: usize = 128;
 
-/// Bytes of the flow value reserved for other per-flow state (payload inspection); the engine
-/// writes zeros there when it creates an entry and never reads them.
-pub const EXTENSION_BYTES: usize = 16;
+/// Bytes of the flow value that hold payload-inspection state: one 16-byte
+/// [`crate::inspect::StreamState`] per direction of the packet at the entry's ENI (arriving,
+/// leaving). Zero in a new entry.
+pub const EXTENSION_BYTES: usize = 32;
+
+/// Stream slot of packets arriving at the entry's ENI.
+pub(crate) const STREAM_ARRIVING: usize = 0;
+/// Stream slot of packets leaving the entry's ENI.
+pub(crate) const STREAM_LEAVING: usize = 1;
 
 /// No rule (in a cached path).
 pub(crate) const NO_RULE: u32 = u32::MAX;
@@ -64,12 +71,12 @@ impl PathResult {
     };
 }
 
-/// The value stored per tracked flow: 56 bytes (7 words), no padding.
+/// The value stored per tracked flow: 72 bytes (9 words), no padding.
 ///
 /// `path` caches, per direction of the packet at this ENI ([`Direction`] index), the outcome
 /// of the NACL and route steps for the flow, valid while `generation` equals the engine's
-/// policy generation (bumped by every reload). `ext` is the extension point for per-flow state
-/// of other modules.
+/// policy generation (bumped by every reload). `ext` holds the payload-inspection streams
+/// ([`EXTENSION_BYTES`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Flow {
@@ -85,14 +92,14 @@ pub(crate) struct Flow {
     pub outcome: [u8; 2],
     /// Rule ids of each direction's cached path.
     pub rules: [[u32; 3]; 2],
-    /// Reserved for other modules' per-flow state ([`EXTENSION_BYTES`]).
+    /// Payload-inspection streams ([`EXTENSION_BYTES`]).
     pub ext: [u8; EXTENSION_BYTES],
 }
 
-const _: () = assert!(std::mem::size_of::<Flow>() == 56);
+const _: () = assert!(std::mem::size_of::<Flow>() == 72);
 
 // SAFETY: `repr(C)` with fields at offsets 0 (u64), 8 (u32), 12, 13 (u8), 14 ([u8; 2]),
-// 16 ([[u32; 3]; 2], 24 bytes) and 40 ([u8; 16]), ending at 56, a multiple of the alignment
+// 16 ([[u32; 3]; 2], 24 bytes) and 40 ([u8; 32]), ending at 72, a multiple of the alignment
 // (8): no padding (the size assertion above checks the arithmetic). Every field is an integer
 // or an array of integers, so every bit pattern is a value and equality is bytewise.
 unsafe impl Pod for Flow {}
@@ -200,6 +207,30 @@ impl Flow {
         let d = dir as usize;
         self.outcome[d] = path.outcome;
         self.rules[d] = path.rules;
+    }
+
+    /// The inspection stream of `slot` ([`STREAM_ARRIVING`] or [`STREAM_LEAVING`]).
+    #[inline]
+    pub(crate) fn stream(&self, slot: usize) -> StreamState {
+        StreamState::from_bytes(
+            self.ext[slot * 16..slot * 16 + 16]
+                .try_into()
+                .expect("16 bytes"),
+        )
+    }
+
+    /// Stores the inspection stream of `slot`.
+    #[inline]
+    pub(crate) fn set_stream(&mut self, slot: usize, s: &StreamState) {
+        self.ext[slot * 16..slot * 16 + 16].copy_from_slice(&s.to_bytes());
+    }
+
+    /// The byte-match rule that blocked the flow (either direction), if one did.
+    #[inline]
+    pub(crate) fn blocked(&self) -> Option<RuleId> {
+        let half =
+            |i: usize| -> &[u8; 16] { self.ext[i * 16..i * 16 + 16].try_into().expect("16 bytes") };
+        StreamState::blocked_in(half(0)).or_else(|| StreamState::blocked_in(half(1)))
     }
 
     /// When the entry stops being alive under `t`.

@@ -14,10 +14,11 @@ pub use stats::{Hits, InstanceStats, RuleHits, Stats};
 use crate::compile::{CompiledEni, CompiledPolicy, RuleRef, SgFamily, SgSide};
 use crate::conntrack::table::{FlowKeyV6, Hashed};
 use crate::conntrack::{Direction, Entry, FlowKey, TcpFlags, Time, Tracking};
+use crate::inspect::{Inspector, Outcome, RuleAction, RuleId};
 use crate::matcher::{Addr, Key};
 use crate::policy::Action;
 use crate::wire;
-use flow::{Conntrack, Flow, Inserted, NO_RULE, PathResult};
+use flow::{Conntrack, Flow, Inserted, NO_RULE, PathResult, STREAM_ARRIVING, STREAM_LEAVING};
 use hashbrown::HashMap;
 use stats::{Counters, RuleIds};
 use std::fmt;
@@ -194,6 +195,8 @@ pub enum Stage {
     NaclIngress,
     /// The destination ENI's security groups.
     SgIngress,
+    /// A payload byte-match rule (optional; [`crate::inspect`]) blocks the flow.
+    Inspection,
     /// The instance's connection-tracking allowance is exhausted.
     ConntrackAllowance,
     /// The packet is malformed (or a fragment without its first fragment).
@@ -201,19 +204,22 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Number of stages.
+    pub const COUNT: usize = 9;
     /// Every stage, in the order of [`Stage::index`].
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; Stage::COUNT] = [
         Stage::Exempt,
         Stage::SgEgress,
         Stage::NaclEgress,
         Stage::Route,
         Stage::NaclIngress,
         Stage::SgIngress,
+        Stage::Inspection,
         Stage::ConntrackAllowance,
         Stage::Malformed,
     ];
     /// The SPEC §7 name: `exempt`, `sg-egress`, `nacl-egress`, `route`, `nacl-ingress`,
-    /// `sg-ingress`, `conntrack-allowance`, `malformed`.
+    /// `sg-ingress`, `inspection`, `conntrack-allowance`, `malformed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Exempt => "exempt",
@@ -222,6 +228,7 @@ impl Stage {
             Stage::Route => "route",
             Stage::NaclIngress => "nacl-ingress",
             Stage::SgIngress => "sg-ingress",
+            Stage::Inspection => "inspection",
             Stage::ConntrackAllowance => "conntrack-allowance",
             Stage::Malformed => "malformed",
         }
@@ -259,6 +266,9 @@ pub enum Reason {
     Allowance,
     /// A non-first fragment whose first fragment was not seen within the window.
     FragmentWithoutFirst,
+    /// A payload byte-match rule with action `block` matched this packet or an earlier packet
+    /// of its flow (the rule is [`Verdict::inspection`]).
+    ByteMatch,
     /// The frame's headers are truncated or inconsistent.
     Malformed(wire::Error),
 }
@@ -276,6 +286,7 @@ impl Reason {
             Reason::NoRouteTable => "the subnet has no route table",
             Reason::Allowance => "connection tracking allowance exceeded",
             Reason::FragmentWithoutFirst => "fragment without its first fragment",
+            Reason::ByteMatch => "a byte-match rule blocks the flow",
             Reason::Malformed(e) => e.as_str(),
         }
     }
@@ -333,6 +344,21 @@ pub struct Verdict {
     pub nacl_ingress: Option<RuleRef>,
     /// How the destination ENI's security groups passed it, if they did.
     pub sg_ingress: Option<SgPass>,
+    /// The payload byte-match rule that blocked the packet (stage `inspection`) or, for an
+    /// accepted packet, the first `count` rule that matched it.
+    pub inspection: Option<InspectMatch>,
+}
+
+/// A payload byte-match rule that matched a packet ([`crate::inspect`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InspectMatch {
+    /// The rule (name: [`Inspector::rule_name`]).
+    pub rule: RuleId,
+    /// `block` or `count`.
+    pub action: RuleAction,
+    /// Where it was decided: `true` at the destination ENI (the packet arriving), `false` at
+    /// the source ENI (the packet leaving; also a destination outside the VPC).
+    pub at_destination: bool,
 }
 
 impl Verdict {
@@ -349,6 +375,7 @@ impl Verdict {
             route: None,
             nacl_ingress: None,
             sg_ingress: None,
+            inspection: None,
         }
     }
 }
@@ -503,6 +530,8 @@ struct Pk {
     /// Tracking ICMP fields: (type, identifier), else (0, 0).
     icmp: (u8, u16),
     flags: TcpFlags,
+    /// TCP sequence number (payload inspection), else 0.
+    seq: u32,
     len: u32,
     fragment: Option<Fragment>,
     /// Whether the NACL and route steps depend only on the flow key and direction (TCP/UDP with
@@ -538,6 +567,7 @@ impl Pk {
             tports,
             icmp,
             flags: p.flags(),
+            seq: 0,
             len: p.len,
             fragment: p.fragment,
             cacheable,
@@ -548,20 +578,25 @@ impl Pk {
     #[inline]
     fn from_meta(m: &wire::PacketMeta) -> Pk {
         let proto = m.protocol;
+        let mut seq = 0;
         let (mports, tports, icmp, flags, l4_ports, l4_none) = match m.transport {
             wire::Transport::Tcp {
                 src_port,
                 dst_port,
                 flags,
+                seq: s,
                 ..
-            } => (
-                (src_port, dst_port),
-                (src_port, dst_port),
-                (0, 0),
-                if proto == 6 { flags.0 } else { 0 },
-                true,
-                false,
-            ),
+            } => {
+                seq = s;
+                (
+                    (src_port, dst_port),
+                    (src_port, dst_port),
+                    (0, 0),
+                    if proto == 6 { flags.0 } else { 0 },
+                    true,
+                    false,
+                )
+            }
             wire::Transport::Udp { src_port, dst_port } => (
                 (src_port, dst_port),
                 (src_port, dst_port),
@@ -595,6 +630,7 @@ impl Pk {
             tports,
             icmp,
             flags: TcpFlags(flags),
+            seq,
             len: m.ip_total_len() as u32,
             fragment: f.is_fragment().then_some(Fragment {
                 id: f.ident,
@@ -712,6 +748,10 @@ pub struct Firewall {
     state: State,
     /// The burst working arrays (taken while a burst runs).
     scratch: Option<Box<Scratch>>,
+    /// The payload-inspection stage, if rules are loaded.
+    inspector: Option<Arc<Inspector>>,
+    /// Tag of the inspector's stream states in flow entries (never 0, the tag of a new entry).
+    inspect_tag: u8,
 }
 
 /// The family-specific matcher key of a packet.
@@ -891,7 +931,27 @@ impl Firewall {
             ids,
             state,
             scratch: Some(Box::default()),
+            inspector: None,
+            inspect_tag: 1,
         }
+    }
+
+    /// Installs (or, with `None`, removes) the payload-inspection stage ([`crate::inspect`]):
+    /// packets the SG/NACL steps accept are inspected when a rule's scope covers them. The
+    /// inspector must be compiled against the current policy's ENIs (after [`reload`](Self::reload)
+    /// to a policy with other ENIs, install one compiled against it). Streams inspected under
+    /// earlier rules restart at their next segment; flows already blocked stay blocked.
+    pub fn set_inspector(&mut self, inspector: Option<Arc<Inspector>>) {
+        self.inspector = inspector;
+        self.inspect_tag = match self.inspect_tag.wrapping_add(1) {
+            0 => 1,
+            t => t,
+        };
+    }
+
+    /// The payload-inspection stage, if installed.
+    pub fn inspector(&self) -> Option<&Inspector> {
+        self.inspector.as_deref()
     }
 
     /// The current compiled policy.
@@ -953,6 +1013,7 @@ impl Firewall {
                 })
                 .collect(),
             generation: u64::from(st.generation),
+            inspection: self.inspector.as_ref().map(|i| i.counters()),
         }
     }
 
@@ -1078,7 +1139,8 @@ impl Firewall {
                 (Some(e), _) => self.malformed(e),
                 (None, Some(pk)) => {
                     let [s, d] = &sc.sides[i];
-                    self.run(now, pk, true, Some((s.as_ref(), d.as_ref())))
+                    let payload = payload_of(frames[i], &sc.metas[i]);
+                    self.run(now, pk, true, Some((s.as_ref(), d.as_ref())), payload)
                         .map_err(FrameError::Input)
                 }
                 (None, None) => unreachable!("a frame is either parsed or not"),
@@ -1097,7 +1159,8 @@ impl Firewall {
         match wire::parse_into(frame, meta) {
             Ok(()) => {
                 let pk = Pk::from_meta(meta);
-                self.run(now, &pk, true, None).map_err(FrameError::Input)
+                self.run(now, &pk, true, None, payload_of(frame, meta))
+                    .map_err(FrameError::Input)
             }
             Err(e) => self.malformed(e),
         }
@@ -1126,7 +1189,22 @@ impl Firewall {
     /// the same answers faster.
     pub fn process(&mut self, now: Time, pkt: &Packet) -> Result<Verdict, InputError> {
         let pk = Pk::from_packet(pkt).ok_or(InputError::MixedFamilies)?;
-        self.run(now, &pk, false, None)
+        self.run(now, &pk, false, None, &[])
+    }
+
+    /// [`process`](Self::process) for a packet with a payload, for the inspection stage: `seq`
+    /// is the TCP sequence number (ignored for other protocols) and `payload` the bytes after
+    /// the transport header.
+    pub fn process_with_payload(
+        &mut self,
+        now: Time,
+        pkt: &Packet,
+        seq: u32,
+        payload: &[u8],
+    ) -> Result<Verdict, InputError> {
+        let mut pk = Pk::from_packet(pkt).ok_or(InputError::MixedFamilies)?;
+        pk.seq = seq;
+        self.run(now, &pk, false, None, payload)
     }
 
     /// Judges a packet in internal form; `cache` uses and refreshes the cached NACL and route
@@ -1138,6 +1216,7 @@ impl Firewall {
         pk: &Pk,
         cache: bool,
         sides: Option<(Option<&Side>, Option<&Side>)>,
+        payload: &[u8],
     ) -> Result<Verdict, InputError> {
         let p = &*self.policy;
         let st = &mut self.state;
@@ -1202,7 +1281,23 @@ impl Firewall {
                 (own.0.as_ref(), own.1.as_ref())
             }
         };
-        let v = judge(p, &self.ids, st, now, pk, src_side, dst_side, cache);
+        let mut v = judge(p, &self.ids, st, now, pk, src_side, dst_side, cache);
+        if let Some(insp) = &self.inspector
+            && v.decision == Decision::Accept
+            && matches!(pk.proto, 6 | 17)
+        {
+            inspect_step(
+                insp,
+                self.inspect_tag,
+                st,
+                now,
+                pk,
+                payload,
+                src_side,
+                dst_side,
+                &mut v,
+            );
+        }
         st.counters
             .decided(v.decision == Decision::Accept, v.stage, v.reason);
         if let (Some(f), Some(fk)) = (pk.fragment, frag_key)
@@ -1227,6 +1322,119 @@ fn reject(stage: Stage, rule: Option<RuleRef>, reason: Reason, base: Verdict) ->
         rule,
         reason,
         ..base
+    }
+}
+
+fn refuse(r: Refused, base: Verdict) -> Verdict {
+    Verdict {
+        inspection: r.inspection,
+        ..reject(r.stage, None, r.reason, base)
+    }
+}
+
+/// The transport payload of a parsed frame (TCP and UDP only; empty otherwise).
+#[inline]
+fn payload_of<'a>(frame: &'a [u8], m: &wire::PacketMeta) -> &'a [u8] {
+    match m.transport {
+        wire::Transport::Tcp { .. } | wire::Transport::Udp { .. } => {
+            let start = usize::from(m.payload_offset);
+            frame
+                .get(start..start + usize::from(m.payload_len))
+                .unwrap_or(&[])
+        }
+        _ => &[],
+    }
+}
+
+/// The inspection stage ([`crate::inspect`]) for a TCP or UDP packet the SG/NACL steps
+/// accepted. A packet outside every rule's scope costs a bit test. The stream state lives in
+/// the flow entry of the destination ENI (slot "arriving") when the packet has one there,
+/// else in the source ENI's (slot "leaving"); a packet without an entry (untracked, or a reply
+/// that creates none) is inspected on its own. A `block` match rejects the packet and marks the
+/// entry, so every later packet of the flow, both ways, is rejected at its security-group step.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn inspect_step(
+    insp: &Inspector,
+    tag: u8,
+    st: &mut State,
+    now: Time,
+    pk: &Pk,
+    payload: &[u8],
+    src: Option<&Side>,
+    dst: Option<&Side>,
+    v: &mut Verdict,
+) {
+    let Some(scope) = insp.scope_of(pk.proto, pk.mports.1, v.src_eni, v.dst_eni) else {
+        return;
+    };
+    let syn = pk.proto == 6 && pk.flags.0 & TcpFlags::SYN != 0;
+    if payload.is_empty() && !syn {
+        return;
+    }
+    let has_entry = |p: Option<SgPass>| matches!(p, Some(SgPass::Tracked | SgPass::NewEntry(_)));
+    let holder = if has_entry(v.sg_ingress) {
+        dst.map(|d| (d, STREAM_ARRIVING))
+    } else if has_entry(v.sg_egress) {
+        src.map(|s| (s, STREAM_LEAVING))
+    } else {
+        None
+    };
+    let at_destination = match holder {
+        Some((_, slot)) => slot == STREAM_ARRIVING,
+        None => v.dst_eni.is_some(),
+    };
+    let outcome: Outcome = match holder.and_then(|(s, slot)| s.hashed.map(|h| (s.group, h, slot))) {
+        Some((group, h, slot)) => {
+            let live = flow::Live {
+                timeouts: &st.ct.timeouts,
+            };
+            let table = &mut st.ct.groups[group as usize].table;
+            table
+                .update_hashed_mut(&h, now.0, &live, |f| {
+                    let mut s = f.stream(slot);
+                    if s.tag() != tag && s.blocked_by().is_none() {
+                        s = insp.stream(Some(scope));
+                        s.set_tag(tag);
+                    }
+                    let o = if pk.proto == 6 {
+                        if syn {
+                            insp.tcp_syn(&mut s, pk.seq);
+                        }
+                        let seq = if syn { pk.seq.wrapping_add(1) } else { pk.seq };
+                        insp.tcp_segment(&mut s, seq, payload)
+                    } else if let Some(rule) = s.blocked_by() {
+                        Outcome {
+                            block: Some(crate::inspect::Hit { rule, end: 0 }),
+                            already_blocked: true,
+                            ..Outcome::default()
+                        }
+                    } else {
+                        let o = insp.datagram(scope, payload);
+                        if let Some(b) = o.block {
+                            s.mark_blocked(b.rule);
+                        }
+                        o
+                    };
+                    f.set_stream(slot, &s);
+                    o
+                })
+                .unwrap_or_default()
+        }
+        None => insp.datagram(scope, payload),
+    };
+    let hit = |h: crate::inspect::Hit, action| InspectMatch {
+        rule: h.rule,
+        action,
+        at_destination,
+    };
+    if let Some(b) = outcome.block {
+        *v = Verdict {
+            inspection: Some(hit(b, RuleAction::Block)),
+            ..reject(Stage::Inspection, None, Reason::ByteMatch, *v)
+        };
+    } else if let Some(c) = outcome.count {
+        v.inspection = Some(hit(c, RuleAction::Count));
     }
 }
 
@@ -1438,7 +1646,7 @@ fn steps(
     if let Some(side) = src {
         match sg_step(p, st, now, side, Direction::Egress, pk, ctx, cache) {
             Ok(pass) => v.sg_egress = Some(pass),
-            Err((stage, reason)) => return reject(stage, None, reason, v),
+            Err(r) => return refuse(r, v),
         }
     } else if cache
         && let Some(Side {
@@ -1467,7 +1675,7 @@ fn steps(
     if let Some(side) = dst {
         match sg_step(p, st, now, side, Direction::Ingress, pk, ctx, cache) {
             Ok(pass) => v.sg_ingress = Some(pass),
-            Err((stage, reason)) => return reject(stage, None, reason, v),
+            Err(r) => return refuse(r, v),
         }
     }
     v
@@ -1517,6 +1725,25 @@ enum Found {
     Restart,
     /// The entry does not admit the packet.
     NotAdmitted,
+    /// The flow was blocked by a byte-match rule.
+    Blocked(RuleId),
+}
+
+/// Why a security-group step refused a packet.
+struct Refused {
+    stage: Stage,
+    reason: Reason,
+    inspection: Option<InspectMatch>,
+}
+
+impl Refused {
+    fn new(stage: Stage, reason: Reason) -> Refused {
+        Refused {
+            stage,
+            reason,
+            inspection: None,
+        }
+    }
 }
 
 /// A security-group step at one ENI (SPEC §4). With `cache`, a live entry's cached path of
@@ -1531,7 +1758,7 @@ fn sg_step(
     pk: &Pk,
     ctx: &mut PathCtx<'_>,
     cache: bool,
-) -> Result<SgPass, (Stage, Reason)> {
+) -> Result<SgPass, Refused> {
     let ce = &p.enis[side.eni as usize];
     let flags = pk.flags;
     let stage = match dir {
@@ -1558,6 +1785,9 @@ fn sg_step(
             if e.restarted_by(flags) {
                 return Found::Restart;
             }
+            if let Some(rule) = f.blocked() {
+                return Found::Blocked(rule);
+            }
             e.advance(dir, flags, now);
             f.set_entry(&e);
             if caches {
@@ -1577,6 +1807,17 @@ fn sg_step(
             Some(Found::Restart) => {
                 table.remove_hashed(h);
             }
+            Some(Found::Blocked(rule)) => {
+                return Err(Refused {
+                    stage: Stage::Inspection,
+                    reason: Reason::ByteMatch,
+                    inspection: Some(InspectMatch {
+                        rule,
+                        action: RuleAction::Block,
+                        at_destination: dir == Direction::Ingress,
+                    }),
+                });
+            }
             Some(Found::NotAdmitted) | None => {}
         }
     }
@@ -1586,12 +1827,12 @@ fn sg_step(
     let rule = side_rules.first_match(key);
     if matches!(pk.proto, 6 | 17) && untracked(ce, dir, key) {
         // The /0 rule (request) or the /0 all-ports rule (response) allows it.
-        let rule = rule.ok_or((stage, Reason::NoSgRule))?;
+        let rule = rule.ok_or(Refused::new(stage, Reason::NoSgRule))?;
         st.counters.hit(ctx.ids.id(rule), pk.len);
         return Ok(SgPass::Untracked(rule));
     }
     let Some(rule) = rule else {
-        return Err((stage, Reason::NoSgRule));
+        return Err(Refused::new(stage, Reason::NoSgRule));
     };
     let (Some(h), Some(entry)) = (side.hashed, Entry::new(&side.tracking(pk), dir, flags, now))
     else {
@@ -1608,7 +1849,7 @@ fn sg_step(
         }
         Inserted::Exceeded => {
             st.counters.exceeded += 1;
-            Err((Stage::ConntrackAllowance, Reason::Allowance))
+            Err(Refused::new(Stage::ConntrackAllowance, Reason::Allowance))
         }
     }
 }

@@ -82,7 +82,7 @@ impl RuleIds {
 }
 
 /// Slots of the drops-by-reason array: the fixed reasons, then one per `wire::Error`.
-const FIXED_REASONS: usize = 9;
+const FIXED_REASONS: usize = 10;
 const REASON_SLOTS: usize = FIXED_REASONS + 23;
 
 fn reason_slot(r: Reason) -> usize {
@@ -96,6 +96,7 @@ fn reason_slot(r: Reason) -> usize {
         Reason::NoRouteTable => 6,
         Reason::Allowance => 7,
         Reason::FragmentWithoutFirst => 8,
+        Reason::ByteMatch => 9,
         Reason::Malformed(e) => (FIXED_REASONS + e as usize).min(REASON_SLOTS - 1),
     }
 }
@@ -114,7 +115,7 @@ pub struct Hits {
 pub(crate) struct Counters {
     pub packets: u64,
     pub accepted: u64,
-    pub rejected: [u64; 8],
+    pub rejected: [u64; Stage::COUNT],
     /// By reason slot: the reason last counted there, and the count.
     pub reasons: [(Reason, u64); REASON_SLOTS],
     /// By rule id.
@@ -128,7 +129,7 @@ impl Default for Counters {
         Counters {
             packets: 0,
             accepted: 0,
-            rejected: [0; 8],
+            rejected: [0; Stage::COUNT],
             reasons: [(Reason::None, 0); REASON_SLOTS],
             hits: Vec::new(),
             exceeded: 0,
@@ -235,7 +236,7 @@ pub struct Stats {
     /// Packets accepted.
     pub accepted: u64,
     /// Packets rejected, by [`Stage::index`].
-    pub rejected: [u64; 8],
+    pub rejected: [u64; Stage::COUNT],
     /// Rejected packets by reason (reasons with a non-zero count, in a fixed order).
     pub drops: Vec<(Reason, u64)>,
     /// Packets dropped because the allowance was exhausted (the AWS metric name), all
@@ -251,6 +252,10 @@ pub struct Stats {
     pub rules: Vec<RuleHits>,
     /// How many policies the engine has run (1 + successful reloads).
     pub generation: u64,
+    /// The payload-inspection counters (per-rule matches, gaps, retransmissions) of the
+    /// installed inspector, if any; packets it blocked are also in `rejected` and `drops`
+    /// (stage `inspection`, reason [`Reason::ByteMatch`]).
+    pub inspection: Option<crate::inspect::Counters>,
 }
 
 impl Stats {

@@ -81,12 +81,34 @@ mod rules;
 mod scan;
 
 pub use reference::{ReferenceOutcome, ReferenceStream, reference_datagram, reference_scope};
+pub(crate) use rules::base64_decode;
 pub use rules::{MAX_RULES, MAX_SEARCH_LEN, Rule, RuleAction, RuleScope, RuleSet, ScopeDirection};
 
 use crate::aws::{LoadError, Location, Warning};
 use crate::policy::Policy;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The conventional name of the rules file in a snapshot directory.
+pub const RULES_FILE: &str = "inspection.json";
+
+/// Loads and compiles the inspection rules for `policy`: from `file` when given, else from
+/// `snapshot_dir/inspection.json` when that exists; `Ok(None)` when there is neither. Returns
+/// the compiler's warnings beside the inspector.
+pub fn load_for(
+    snapshot_dir: &std::path::Path,
+    file: Option<&std::path::Path>,
+    policy: &Policy,
+) -> Result<Option<(Inspector, Vec<Warning>)>, LoadError> {
+    let default = snapshot_dir.join(RULES_FILE);
+    let path = match file {
+        Some(f) => f,
+        None if default.is_file() => default.as_path(),
+        None => return Ok(None),
+    };
+    let rules = RuleSet::load(path)?;
+    Inspector::compile(&rules, policy).map(Some)
+}
 
 /// The index of a rule in its [`RuleSet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -154,7 +176,8 @@ pub struct StreamState {
     next_seq: u32,
     scope: u16,
     flags: u8,
-    reserved: u8,
+    /// A tag its owner may use ([`StreamState::tag`]); the inspector never reads it.
+    tag: u8,
 }
 
 const _: () = assert!(std::mem::size_of::<StreamState>() == 16);
@@ -173,7 +196,7 @@ impl Default for StreamState {
             next_seq: 0,
             scope: NO_SCOPE,
             flags: 0,
-            reserved: 0,
+            tag: 0,
         }
     }
 }
@@ -192,6 +215,57 @@ impl StreamState {
     /// The next expected sequence number, once known.
     pub fn next_seq(&self) -> Option<u32> {
         (self.flags & SYNCED != 0).then_some(self.next_seq)
+    }
+
+    /// Marks the stream blocked by `rule` (a UDP flow whose datagram matched a `block` rule,
+    /// or a flow blocked by its other direction): every later [`Inspector::tcp_segment`]
+    /// returns the block at once.
+    pub fn mark_blocked(&mut self, rule: RuleId) {
+        self.flags |= BLOCKED;
+        self.sid[0] = u32::from(rule.0);
+    }
+
+    /// The owner's tag (0 in a new state): the engine stores the generation of the rules the
+    /// state belongs to, so that a state of earlier rules is never resumed.
+    pub fn tag(&self) -> u8 {
+        self.tag
+    }
+
+    /// Sets the owner's tag.
+    pub fn set_tag(&mut self, tag: u8) {
+        self.tag = tag;
+    }
+
+    /// The 16-byte little-endian encoding (for storage in a flow entry).
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.sid[0].to_le_bytes());
+        b[4..8].copy_from_slice(&self.sid[1].to_le_bytes());
+        b[8..12].copy_from_slice(&self.next_seq.to_le_bytes());
+        b[12..14].copy_from_slice(&self.scope.to_le_bytes());
+        b[14] = self.flags;
+        b[15] = self.tag;
+        b
+    }
+
+    /// The state [`StreamState::to_bytes`] encoded. Every byte string decodes to a state;
+    /// an out-of-range automaton state or scope is handled by the [`Inspector`].
+    pub fn from_bytes(b: &[u8; 16]) -> StreamState {
+        let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        StreamState {
+            sid: [word(0), word(4)],
+            next_seq: word(8),
+            scope: u16::from_le_bytes([b[12], b[13]]),
+            flags: b[14],
+            tag: b[15],
+        }
+    }
+
+    /// The blocking rule of an encoded state, reading only its flags (for the per-packet check
+    /// of a flow's mark).
+    #[inline]
+    pub fn blocked_in(b: &[u8; 16]) -> Option<RuleId> {
+        (b[14] & BLOCKED != 0).then(|| RuleId(u16::from_le_bytes([b[0], b[1]])))
     }
 }
 
@@ -615,7 +689,7 @@ impl Inspector {
                 next_seq: 0,
                 scope: s.0,
                 flags: 0,
-                reserved: 0,
+                tag: 0,
             },
             None => StreamState::default(),
         }

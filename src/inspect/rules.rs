@@ -421,7 +421,7 @@ fn scope(f: &str, p: &str, s: RawScope) -> Result<RuleScope, LoadError> {
 }
 
 /// Decodes standard base64 (RFC 4648 alphabet, `=` padding optional, no whitespace).
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim_end_matches('=');
     if s.len() % 4 == 1 {
         return None;
