@@ -395,6 +395,48 @@ mod tests {
     }
 
     #[test]
+    fn payloads_and_sequence_numbers() {
+        let e = parse_event(r#"{"t": 1, "src": "10.0.1.10", "dst": "10.0.2.10", "proto": "tcp", "sport": 1, "dport": 80, "flags": "PA", "seq": 4294967295, "payload": "GET /"}"#).unwrap();
+        let Event::Packet { seq, payload, .. } = e else {
+            panic!("packet")
+        };
+        assert_eq!(
+            (seq, payload.as_slice()),
+            (Some(u32::MAX), b"GET /".as_slice())
+        );
+        let e = parse_event(r#"{"t": 1, "src": "10.0.1.10", "dst": "10.0.2.10", "proto": "udp", "sport": 1, "dport": 53, "payload_b64": "AAEC/w=="}"#).unwrap();
+        let Event::Packet { seq, payload, .. } = e else {
+            panic!("packet")
+        };
+        assert_eq!((seq, payload), (None, vec![0, 1, 2, 255]));
+        for (line, needle) in [
+            (
+                r#"{"t":1,"src":"10.0.0.1","dst":"10.0.0.2","proto":"tcp","sport":1,"dport":2,"seq":-1}"#,
+                "\"seq\"",
+            ),
+            (
+                r#"{"t":1,"src":"10.0.0.1","dst":"10.0.0.2","proto":"tcp","sport":1,"dport":2,"payload":7}"#,
+                "\"payload\": expected a string",
+            ),
+            (
+                r#"{"t":1,"src":"10.0.0.1","dst":"10.0.0.2","proto":"tcp","sport":1,"dport":2,"payload_b64":"!!"}"#,
+                "base64",
+            ),
+            (
+                r#"{"t":1,"src":"10.0.0.1","dst":"10.0.0.2","proto":"tcp","sport":1,"dport":2,"payload":"a","payload_b64":"YQ=="}"#,
+                "not both",
+            ),
+            (
+                r#"{"t":1,"src":"10.0.0.1","dst":"10.0.0.2","proto":"icmp","type":8,"payload":"a"}"#,
+                "tcp and udp",
+            ),
+        ] {
+            let err = parse_event(line).unwrap_err();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_lines_with_a_reason() {
         for (line, needle) in [
             ("", "empty"),

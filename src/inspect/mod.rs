@@ -53,6 +53,18 @@
 //! rejects a packet outside every scope with a protocol test and one bit test of a per-protocol
 //! port bitmap, without touching an automaton.
 //!
+//! # In the engine
+//!
+//! [`crate::firewall::Firewall::set_inspector`] installs an inspector; packets the SG/NACL steps
+//! accept are then inspected (stage `inspection`). A tracked flow keeps one [`StreamState`] per
+//! direction in its connection-tracking entry: at the destination ENI's entry for packets
+//! arriving there, else (a destination outside the VPC) at the source ENI's. A `block` match
+//! rejects the packet and marks the entry, so every later packet of the flow, both ways, is
+//! rejected (stage `inspection`, reason `ByteMatch`) — also after the rules are replaced or
+//! removed. A packet without an entry (an untracked flow) is matched on its own, like a UDP
+//! datagram. IP fragments are not reassembled: a first fragment's payload is inspected, later
+//! fragments take its verdict (SPEC §5).
+//!
 //! # Stream policy (TCP)
 //!
 //! A [`StreamState`] follows one direction of one connection:
