@@ -205,6 +205,9 @@ pub struct CompiledPolicy {
     pub(crate) routes: Vec<CompiledRoutes>,
     pub(crate) exempt_v4: Vec<u32>,
     pub(crate) exempt_v6: Vec<u128>,
+    /// Bit `a & 63` of the low byte of every exempt address (either family): a packet whose
+    /// addresses miss it is not exempt.
+    pub(crate) exempt_filter: u64,
     /// Number of allowance groups (instances).
     pub(crate) instances: u32,
 }
@@ -561,7 +564,12 @@ impl CompiledPolicy {
 
         let mut exempt_v4: Vec<u32> = EXEMPT_V4.iter().map(|a| v4(*a)).collect();
         exempt_v4.extend(p.vpcs.iter().filter_map(|v| v.dns_address()).map(v4));
-        let exempt_v6 = EXEMPT_V6.iter().map(|a| v6(*a)).collect();
+        let exempt_v6: Vec<u128> = EXEMPT_V6.iter().map(|a| v6(*a)).collect();
+        let exempt_filter = exempt_v4
+            .iter()
+            .map(|a| u128::from(*a))
+            .chain(exempt_v6.iter().copied())
+            .fold(0u64, |f, a| f | 1u64 << (a as u8 & 63));
 
         Ok(CompiledPolicy {
             enis,
@@ -572,6 +580,7 @@ impl CompiledPolicy {
             routes,
             exempt_v4,
             exempt_v6,
+            exempt_filter,
             instances,
             policy,
         })

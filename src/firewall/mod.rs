@@ -901,7 +901,14 @@ impl State {
     }
 }
 
+#[inline]
 fn is_exempt(p: &CompiledPolicy, v6: bool, a: u128) -> bool {
+    // Every exempt address is link-local (169.254.0.0/16, fd00:ec2::/32) or a VPC's DNS
+    // address (base + 2); one bit of a 64-bit filter on the address's low byte rules most
+    // addresses out before the list is read.
+    if p.exempt_filter & (1u64 << (a as u8 & 63)) == 0 {
+        return false;
+    }
     if v6 {
         p.exempt_v6.contains(&a)
     } else {
@@ -1771,7 +1778,9 @@ fn sg_step(
     let caches = cache && (dir == Direction::Egress || src_is_outside(ctx));
 
     if let Some(h) = &side.hashed {
-        let tracking = side.tracking(pk);
+        // TCP and UDP packets are always admitted by their flow's entry (`Tracking::Stream`):
+        // the full classification is only needed for the other protocols.
+        let tracking = (!matches!(pk.proto, 6 | 17)).then(|| side.tracking(pk));
         let live = flow::Live {
             timeouts: &st.ct.timeouts,
         };
@@ -1779,7 +1788,9 @@ fn sg_step(
         let table = &mut st.ct.groups[side.group as usize].table;
         let found = table.update_hashed_mut(h, now.0, &live, |f| {
             let mut e = f.entry();
-            if !e.admits(&tracking, dir) {
+            if let Some(t) = &tracking
+                && !e.admits(t, dir)
+            {
                 return Found::NotAdmitted;
             }
             if e.restarted_by(flags) {
