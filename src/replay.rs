@@ -5,6 +5,7 @@
 use crate::compile::{CompiledPolicy, RuleRef};
 use crate::conntrack::Time;
 use crate::firewall::{Decision, FrameError, InputError, L4, Packet, Reason, Stage, Verdict};
+use crate::inspect::{Inspector, RuleId};
 use crate::wire::{
     self, EthernetRepr, ExtHeader, IpRepr, Ipv4Repr, Ipv6Repr, L4Repr, MacAddr, PacketBuilder,
     TcpFlags, TcpRepr,
@@ -52,6 +53,10 @@ pub struct Summary {
     pub allowing_rules: HashMap<RuleRef, u64>,
     /// Security-group steps of accepted frames passed by a live connection-tracking entry.
     pub tracked_passes: u64,
+    /// Rejections at the inspection stage, by the byte-match rule that blocked.
+    pub inspection_blocks: HashMap<RuleId, u64>,
+    /// Accepted frames that matched a `count` byte-match rule, by rule.
+    pub inspection_counts: HashMap<RuleId, u64>,
 }
 
 impl Summary {
@@ -91,6 +96,9 @@ impl Summary {
         match (v.decision, v.stage) {
             (Decision::Accept, _) => {
                 self.accepted += 1;
+                if let Some(m) = v.inspection {
+                    *self.inspection_counts.entry(m.rule).or_default() += 1;
+                }
                 for pass in [v.sg_egress, v.sg_ingress].into_iter().flatten() {
                     match pass.rule() {
                         Some(r) => *self.allowing_rules.entry(r).or_default() += 1,
@@ -107,6 +115,9 @@ impl Summary {
                 if let Some(r) = v.rule {
                     *self.rejecting_rules.entry(r).or_default() += 1;
                 }
+                if let (Stage::Inspection, Some(m)) = (stage, v.inspection) {
+                    *self.inspection_blocks.entry(m.rule).or_default() += 1;
+                }
                 match v.reason {
                     Reason::Malformed(e) => *self.malformed.entry(e.as_str()).or_default() += 1,
                     Reason::FragmentWithoutFirst => {
@@ -118,15 +129,25 @@ impl Summary {
         }
     }
 
-    /// The `n` most frequent rules of `counts`, named, most frequent first (ties by name).
+    /// The `n` most frequent rules of `counts` and `inspection` (byte-match rules, named by
+    /// `inspector`), named, most frequent first (ties by name).
     fn top(
         policy: &CompiledPolicy,
+        inspector: Option<&Inspector>,
         counts: &HashMap<RuleRef, u64>,
+        inspection: &HashMap<RuleId, u64>,
         n: usize,
     ) -> Vec<(String, u64)> {
+        let byte_match = |r: RuleId| {
+            inspector.map_or_else(
+                || format!("byte-match rule {}", r.0),
+                |i| i.rule_name(r).into(),
+            )
+        };
         let mut v: Vec<(String, u64)> = counts
             .iter()
             .map(|(r, c)| (policy.rule_name(*r), *c))
+            .chain(inspection.iter().map(|(r, c)| (byte_match(*r), *c)))
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);
@@ -136,13 +157,20 @@ impl Summary {
     /// The summary as JSON. Every stage is listed under `rejected` (zeros included); rules are
     /// named as in `vpcfw eval` answers.
     pub fn to_json(&self, policy: &CompiledPolicy) -> Value {
+        self.to_json_with(policy, None)
+    }
+
+    /// [`to_json`](Self::to_json) naming byte-match rules by `inspector`; byte-match `block`
+    /// rules are among `top_rejecting_rules`, `count` rules under `top_counting_byte_match_rules`.
+    pub fn to_json_with(&self, policy: &CompiledPolicy, inspector: Option<&Inspector>) -> Value {
         let mut rejected = Map::new();
         rejected.insert("total".into(), json!(self.rejected_total()));
         for s in Stage::ALL {
             rejected.insert(s.as_str().into(), json!(self.rejected[s.index()]));
         }
-        let rules = |counts| {
-            Summary::top(policy, counts, TOP_RULES)
+        let none = HashMap::new();
+        let rules = |counts, inspection| {
+            Summary::top(policy, inspector, counts, inspection, TOP_RULES)
                 .into_iter()
                 .map(|(rule, packets)| json!({"rule": rule, "packets": packets}))
                 .collect::<Vec<_>>()
@@ -160,14 +188,24 @@ impl Summary {
             "outside_vpc": self.outside_vpc,
             "malformed": self.malformed,
             "conntrack_allowance_exceeded": self.conntrack_allowance_exceeded(),
-            "top_rejecting_rules": rules(&self.rejecting_rules),
-            "top_allowing_rules": rules(&self.allowing_rules),
+            "top_rejecting_rules": rules(&self.rejecting_rules, &self.inspection_blocks),
+            "top_allowing_rules": rules(&self.allowing_rules, &none),
+            "top_counting_byte_match_rules": rules(&HashMap::new(), &self.inspection_counts),
             "tracked_passes": self.tracked_passes,
         })
     }
 
     /// The summary as text, one fact a line.
     pub fn render_text(&self, policy: &CompiledPolicy) -> String {
+        self.render_text_with(policy, None)
+    }
+
+    /// [`render_text`](Self::render_text) naming byte-match rules by `inspector`.
+    pub fn render_text_with(
+        &self,
+        policy: &CompiledPolicy,
+        inspector: Option<&Inspector>,
+    ) -> String {
         let mut s = String::new();
         let mut line = |label: &str, n: u64| {
             let _ = writeln!(s, "{label:<30}{n:>10}");
@@ -202,11 +240,17 @@ impl Summary {
                 b.0.saturating_sub(a.0) as f64 / 1e9
             );
         }
-        for (title, counts) in [
-            ("rules that rejected most", &self.rejecting_rules),
-            ("rules that allowed most", &self.allowing_rules),
+        let (none, no_rules) = (HashMap::new(), HashMap::new());
+        for (title, counts, inspection) in [
+            (
+                "rules that rejected most",
+                &self.rejecting_rules,
+                &self.inspection_blocks,
+            ),
+            ("rules that allowed most", &self.allowing_rules, &none),
+            ("byte-match count rules", &no_rules, &self.inspection_counts),
         ] {
-            let top = Summary::top(policy, counts, TOP_RULES);
+            let top = Summary::top(policy, inspector, counts, inspection, TOP_RULES);
             if !top.is_empty() {
                 let _ = writeln!(s, "{title}:");
                 for (rule, n) in top {

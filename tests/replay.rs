@@ -211,6 +211,41 @@ fn replay_agrees_with_eval_on_three_tier() {
 }
 
 /// Every capture format the reader takes gives the same verdicts.
+/// Payloads survive `vpcfw pcap` and are inspected by `vpcfw replay` as by `vpcfw eval`: the
+/// bundled example's byte-match rules block an SSRF request split across two segments and count
+/// a SQL-injection pattern, frame for frame the same answers.
+#[test]
+fn replay_inspects_payloads_as_eval_does() {
+    let d = scratch("payloads");
+    let source = root().join("tests/cases/inspection-imds-ssrf/events.jsonl");
+    let text = std::fs::read_to_string(source).unwrap();
+    // Only the packet lines (the case's last lines are deliberate errors).
+    let packets: Vec<&str> = text
+        .lines()
+        .filter(|l| events::parse_event(l).is_ok())
+        .collect();
+    let events = d.join("events.jsonl");
+    std::fs::write(&events, packets.join("\n") + "\n").unwrap();
+    let pcap = d.join("payloads.pcap");
+    make_pcap(&events, &pcap, &[]);
+    let verdicts = d.join("verdicts.jsonl");
+    let v = verdicts.display().to_string();
+    let (code, summary, stderr) = replay(&pcap, &["--verdicts", &v]);
+    assert_eq!(code, 0, "{stderr}");
+    let evaluated = eval(&events, &[]);
+    assert_eq!(lines(&verdicts), evaluated);
+    let blocked = evaluated
+        .iter()
+        .filter(|a| a["stage"] == "inspection" && a["rule"] == "imds-ssrf")
+        .count();
+    assert_eq!(blocked, 3, "{evaluated:?}");
+    check_summary_matches(&summary, &evaluated);
+    assert_eq!(
+        summary["top_counting_byte_match_rules"],
+        serde_json::json!([{"rule": "sqli-union-select", "packets": 1}])
+    );
+}
+
 #[test]
 fn every_capture_format_replays_the_same() {
     let d = scratch("formats");

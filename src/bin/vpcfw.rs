@@ -756,25 +756,26 @@ fn replay(opts: &ReplayOptions) -> ExitCode {
         eprintln!("vpcfw: writing output: {e}");
         return ExitCode::from(2);
     }
-    replay_end(opts, fw.policy(), &summary, failure)
+    replay_end(opts, fw.policy(), fw.inspector(), &summary, failure)
 }
 
 /// Prints the summary (with the capture error, if any) and gives the exit status.
 fn replay_end(
     opts: &ReplayOptions,
     policy: &CompiledPolicy,
+    inspector: Option<&Inspector>,
     summary: &Summary,
     failure: Option<CaptureError>,
 ) -> ExitCode {
     let text = if opts.json {
-        let mut j = summary.to_json(policy);
+        let mut j = summary.to_json_with(policy, inspector);
         j["error"] = match &failure {
             Some(e) => serde_json::json!({"offset": e.offset, "message": e.message}),
             None => serde_json::Value::Null,
         };
         format!("{j:#}\n")
     } else {
-        summary.render_text(policy)
+        summary.render_text_with(policy, inspector)
     };
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
