@@ -1606,6 +1606,7 @@ fn apply_path(
 
 /// SPEC §3, steps 2–6.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 fn judge(
     p: &CompiledPolicy,
     ids: &RuleIds,
