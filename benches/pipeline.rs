@@ -20,6 +20,18 @@
 //! (`Firewall::process_frame`), `verdict` (`Firewall::verdict_frame`), `burst`
 //! (`Firewall::process_burst`, 32 frames at a time).
 //!
+//! `pipeline/inspect` (issue #8): the payload-inspection stage through `process_burst`. The
+//! same policy; 1024 established flows, each judged once per iteration on a data segment
+//! with a 1460-byte benign HTTP request payload (64 distinct, none containing a pattern),
+//! in order (the sequence numbers are rewritten before each iteration, 4 bytes per frame, in
+//! every variant). The inspector: the 100 patterns of `benches/common/http.rs`, `LOWERCASE`,
+//! half `block` and half `count`, scoped to tcp/443 ingress at the server ENIs `eni-s0` and
+//! `eni-s1`. Flows `in_scope` go to those two servers, flows `out_of_scope` to the other two
+//! (port 443 too: the ENI, not the port bitmap, puts them out of scope); each is run with
+//! the inspector installed (`on`) and without one (`off`), and the out-of-scope flows also
+//! with the same rules scoped to tcp/80 at every ENI instead (`on_port80`: the port bitmap
+//! rejects them). Frames/s; payload bytes inspected per second = frames/s × 1460.
+//!
 //! `cargo bench --bench pipeline` (all), `-- established` (a subset).
 //! `VPCFW_BENCH_CPU_TIME=1` times by thread CPU time instead of wall time (Linux only): on a machine
 //! shared with other work, the time this thread actually ran.
@@ -30,11 +42,14 @@ use std::time::Duration;
 
 mod common;
 use common::clock;
+#[path = "common/http.rs"]
+mod http;
 use vpcfw::aws::SnapshotBuilder;
 use vpcfw::compile::CompiledPolicy;
 use vpcfw::conntrack::{TcpFlags, Time};
 use vpcfw::firewall::{Decision, Firewall, FrameError, Packet, Verdict};
-use vpcfw::replay::packet_frame;
+use vpcfw::inspect::{Inspector, Rule, RuleAction, RuleScope, RuleSet, ScopeDirection};
+use vpcfw::replay::{packet_frame, packet_frame_with};
 use vpcfw::wire;
 
 const FRAMES: usize = 8192;
@@ -376,5 +391,189 @@ fn run(
     accepted
 }
 
-criterion_group!(benches, pipeline);
+/// Established flows of the inspection benchmark per workload.
+const INSPECT_FLOWS: usize = 1024;
+/// The payload of every inspected data segment.
+const PAYLOAD: usize = 1460;
+/// The clients' initial sequence number.
+const ISN: u32 = 1000;
+/// Offset of the TCP sequence number in the frames built here.
+const SEQ: usize = SPORT + 4;
+
+/// The 100-pattern inspector, scoped to tcp/443 arriving at `eni-s0` and `eni-s1`, or (with
+/// `port80`) to tcp/80 arriving anywhere.
+fn inspector(policy: &CompiledPolicy, port80: bool) -> Inspector {
+    let rules = RuleSet {
+        file: "bench".into(),
+        rules: http::PATTERNS
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Rule {
+                name: format!("r{i}"),
+                action: if i % 2 == 0 {
+                    RuleAction::Block
+                } else {
+                    RuleAction::Count
+                },
+                pattern: p.as_bytes().to_vec(),
+                lowercase: true,
+                scope: RuleScope {
+                    protocol: 6,
+                    ports: vec![if port80 { (80, 80) } else { (443, 443) }],
+                    direction: ScopeDirection::Ingress,
+                    enis: if port80 {
+                        vec![]
+                    } else {
+                        vec!["eni-s0".into(), "eni-s1".into()]
+                    },
+                    groups: vec![],
+                },
+                path: format!("ByteMatchRules[{i}]"),
+            })
+            .collect(),
+    };
+    let (insp, warnings) = Inspector::compile(&rules, policy.policy()).expect("rules compile");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    insp
+}
+
+/// The flows of one inspection workload: client→server data segments of flows to the servers
+/// `eni-s0`/`eni-s1` (`in_scope`) or `eni-s2`/`eni-s3`, with their source ports.
+fn inspect_flows(in_scope: bool) -> Vec<(String, String, u16)> {
+    (0..FLOWS)
+        .filter(|i| ((i / CLIENTS) % SERVERS < 2) == in_scope)
+        .take(INSPECT_FLOWS)
+        .map(|i| (client(i), server(i), 20_000 + i as u16))
+        .collect()
+}
+
+/// An engine (with `insp` installed, if given) in which every flow is established (SYN,
+/// SYN-ACK, ACK), and each flow's first data segment, `seq` ISN + 1.
+fn inspect_workload(
+    policy: &CompiledPolicy,
+    insp: Option<&std::sync::Arc<Inspector>>,
+    flows: &[(String, String, u16)],
+    payloads: &[Vec<u8>],
+) -> (Firewall, Vec<Vec<u8>>) {
+    let mut fw = Firewall::new(policy.clone(), None);
+    fw.set_inspector(insp.cloned());
+    let seg = |a: &str, b: &str, sp, dp, f, seq, pl: &[u8]| {
+        let mut p = Packet::tcp(a.parse().unwrap(), b.parse().unwrap(), sp, dp, TcpFlags(f));
+        p.len = 40;
+        packet_frame_with(&p, Some(seq), pl).expect("frame")
+    };
+    let mut frames = Vec::with_capacity(flows.len());
+    for (k, (c, s, port)) in flows.iter().enumerate() {
+        for f in [
+            seg(c, s, *port, 443, 0x02, ISN, &[]),
+            seg(s, c, 443, *port, 0x12, 7, &[]),
+            seg(c, s, *port, 443, 0x10, ISN + 1, &[]),
+        ] {
+            let v = fw.verdict_frame(Time(0), &f).expect("judged");
+            assert_eq!(v.decision, Decision::Accept, "setup");
+        }
+        let pl = &payloads[k % payloads.len()];
+        assert_eq!(pl.len(), PAYLOAD);
+        frames.push(seg(c, s, *port, 443, PSH_ACK, ISN + 1, pl));
+        assert_eq!(
+            wire::parse(&frames[k]).unwrap().payload_len as usize,
+            PAYLOAD
+        );
+    }
+    (fw, frames)
+}
+
+fn inspection(c: &mut Criterion) {
+    let policy = policy();
+    let insp = std::sync::Arc::new(inspector(&policy, false));
+    let insp80 = std::sync::Arc::new(inspector(&policy, true));
+    let payloads: Vec<Vec<u8>> = (0..64).map(http::payload).collect();
+    // The rules see the traffic they cover: a request naming the metadata address, on a flow
+    // to `eni-s0`, is blocked; on a flow to `eni-s2`, it is not inspected.
+    {
+        let mut bad = payloads[0].clone();
+        bad[100..115].copy_from_slice(b"169.254.169.254");
+        for (in_scope, want) in [(true, Decision::Reject), (false, Decision::Accept)] {
+            let flows = &inspect_flows(in_scope)[..1];
+            let (mut fw, frames) = inspect_workload(&policy, Some(&insp), flows, &[bad.clone()]);
+            let v = fw.verdict_frame(Time(1), &frames[0]).expect("judged");
+            assert_eq!(v.decision, want, "in scope: {in_scope}");
+        }
+    }
+    for scope in ["in_scope", "out_of_scope"] {
+        let flows = inspect_flows(scope == "in_scope");
+        assert_eq!(flows.len(), INSPECT_FLOWS);
+        let mut g = c.benchmark_group(format!("pipeline/inspect/{scope}"));
+        g.throughput(Throughput::Elements(INSPECT_FLOWS as u64));
+        g.sample_size(20);
+        g.warm_up_time(Duration::from_secs(1));
+        g.measurement_time(Duration::from_secs(4));
+        // `on_port80`: rules for tcp/80 only, so these port-443 flows fail the port bitmap test.
+        let variants: &[&str] = match scope {
+            "in_scope" => &["off", "on"],
+            _ => &["off", "on", "on_port80"],
+        };
+        for &variant in variants {
+            let installed = match variant {
+                "on" => Some(&insp),
+                "on_port80" => Some(&insp80),
+                _ => None,
+            };
+            let (mut fw, mut frames) = inspect_workload(&policy, installed, &flows, &payloads);
+            let before = (insp.counters(), insp80.counters());
+            let mut out: Vec<Result<Verdict, FrameError>> =
+                vec![Err(FrameError::NotIp); INSPECT_FLOWS];
+            let mut seq = ISN + 1;
+            let mut now = Time::from_secs(1);
+            g.bench_function(BenchmarkId::from_parameter(variant), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        // The next segment of every flow: in order, never a retransmission.
+                        now = Time(now.0 + 1_000_000);
+                        for f in &mut frames {
+                            f[SEQ..SEQ + 4].copy_from_slice(&seq.to_be_bytes());
+                        }
+                        let t0 = clock();
+                        std::hint::black_box(burst(&mut fw, now, &frames, &mut out));
+                        total += clock() - t0;
+                        seq = seq.wrapping_add(PAYLOAD as u32);
+                    }
+                    total
+                })
+            });
+            // Every byte was scanned in order (no gap, no retransmission) and nothing matched.
+            let after = (insp.counters(), insp80.counters());
+            assert_eq!(after, before, "{scope}: no match, gap or retransmission");
+        }
+        g.finish();
+    }
+}
+
+/// Every frame through `process_burst`, 32 at a time; all must be accepted.
+fn burst(
+    fw: &mut Firewall,
+    now: Time,
+    frames: &[Vec<u8>],
+    out: &mut [Result<Verdict, FrameError>],
+) -> usize {
+    let mut refs: [&[u8]; 32] = [&[]; 32];
+    for (chunk, out) in frames.chunks(32).zip(out.chunks_mut(32)) {
+        for (r, f) in refs.iter_mut().zip(chunk) {
+            *r = f.as_slice();
+        }
+        assert_eq!(
+            fw.process_burst(now, &refs[..chunk.len()], out),
+            chunk.len()
+        );
+    }
+    let accepted = out
+        .iter()
+        .filter(|v| matches!(v, Ok(v) if v.decision == Decision::Accept))
+        .count();
+    assert_eq!(accepted, frames.len(), "every frame is accepted");
+    accepted
+}
+
+criterion_group!(benches, pipeline, inspection);
 criterion_main!(benches);

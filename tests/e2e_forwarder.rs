@@ -404,3 +404,178 @@ fn allowance_under_a_burst_keeps_established_connections() {
     assert!(t.iter().any(|x| x["stage"] == "conntrack-allowance"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A copy of the three-tier snapshot's JSON files (its `inspection.json` included) in `to`.
+fn snapshot_copy(to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-tier");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    to.to_path_buf()
+}
+
+/// The metrics text served on `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    let mut text = String::new();
+    let mut c = TcpStream::connect_timeout(&addr, T).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    c.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn payload_inspection_blocks_the_imds_ssrf_request_and_its_flow() {
+    // How long a request may wait for its answer (a blocked one waits this long).
+    const WAIT: Duration = Duration::from_millis(1500);
+    const CLEAN: &str = "/fetch?url=http://example.com/";
+    const SSRF: &str = "/fetch?url=http://169.254.169.254/latest/meta-data/";
+    const PASSWD: &str = "/static/../../etc/passwd";
+    let metrics = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let tag = format!("vfe{}f-rules", std::process::id() % 100_000);
+    let rules_dir = std::env::temp_dir().join(tag);
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    let rules = rules_dir.join("inspection.json");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-tier/inspection.json");
+    std::fs::copy(&example, &rules).unwrap();
+    let mut cfg = RunConfig::new(Vec::new());
+    cfg.metrics = Some(metrics);
+    cfg.inspection = Some(rules.clone());
+    let Some((mut r, dir)) = start("f", cfg) else {
+        let _ = std::fs::remove_dir_all(&rules_dir);
+        return;
+    };
+    let _app = Server::http(&r.ns("app0"), sa("10.0.2.10:8080")).unwrap();
+    let web = r.ns("web");
+    let get = move |sport: u16, targets: &'static [&'static str]| {
+        let web = web.clone();
+        bounded(Duration::from_secs(30), move || {
+            lab::http_requests(
+                &web,
+                sa(&format!("10.0.1.10:{sport}")),
+                sa("10.0.2.10:8080"),
+                targets,
+                WAIT,
+            )
+        })
+    };
+    use Observed::{Passed, TimedOut};
+    // A normal request passes, twice on one connection.
+    assert_eq!(get(41001, &[CLEAN, CLEAN]), vec![Passed, Passed]);
+    // The request naming the metadata address is dropped, and so is the rest of its flow: a
+    // normal request after it on the same connection gets nothing either.
+    let started = Instant::now();
+    assert_eq!(get(41002, &[SSRF, CLEAN]), vec![TimedOut, TimedOut]);
+    assert!(started.elapsed() < 3 * WAIT + Duration::from_secs(2));
+    // A new connection is not affected.
+    assert_eq!(get(41003, &[CLEAN]), vec![Passed]);
+    let text = scrape(metrics);
+    assert!(
+        text.contains("vpcfw_inspection_matches_total{rule=\"imds-ssrf\",action=\"block\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "vpcfw_inspection_matches_total{rule=\"sqli-union-select\",action=\"count\"} 0\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("vpcfw_inspection_gaps_total "), "{text}");
+    assert!(
+        text.contains("vpcfw_inspection_retransmissions_total "),
+        "{text}"
+    );
+    let rejected = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("vpcfw_packets_rejected_total{stage=\"inspection\"} "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no inspection stage in the metrics: {text}"))
+    };
+    assert!(rejected(&text) >= 2, "{text}");
+
+    // A reload whose rules file does not load keeps the old policy and the old rules.
+    let snap = snapshot_copy(&dir.join("snapshot"));
+    std::fs::write(&rules, "{\"ByteMatchRules\": [{\"Name\": \"x\"}]}").unwrap();
+    let err = r.control().reload(Some(&snap)).unwrap_err();
+    assert!(err.contains("inspection.json"), "{err}");
+    assert_eq!(get(41004, &[SSRF]), vec![TimedOut]);
+    assert_eq!(get(41005, &[CLEAN, PASSWD]), vec![Passed, Passed]);
+    // A reload with new rules applies them: the metadata address passes, the traversal does not.
+    std::fs::write(
+        &rules,
+        r#"{"ByteMatchRules": [{"Name": "path-traversal", "Action": "block",
+            "SearchString": "/../", "PositionalConstraint": "CONTAINS",
+            "Scope": {"Protocol": "tcp", "DestinationPorts": [{"From": 8080, "To": 8080}],
+                      "Direction": "ingress", "GroupIds": ["sg-0e1f2a3b4c5d6c002"]}}]}"#,
+    )
+    .unwrap();
+    r.control().reload(Some(&snap)).expect("reload");
+    assert_eq!(get(41006, &[SSRF, PASSWD]), vec![Passed, TimedOut]);
+    let text = scrape(metrics);
+    // Counters survive the reload: the old rule's matches stay, the new rule's are added.
+    assert!(
+        text.contains("vpcfw_inspection_matches_total{rule=\"imds-ssrf\",action=\"block\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "vpcfw_inspection_matches_total{rule=\"path-traversal\",action=\"block\"} 1\n"
+        ),
+        "{text}"
+    );
+    let fwd = r.stop().unwrap();
+    assert_eq!(fwd.io_stats().reload_failures, 1);
+    assert_eq!(
+        fwd.firewall().inspector().map(|i| i.rules_len()),
+        Some(1),
+        "the new rules are installed"
+    );
+
+    // The trace: the blocked connection's request and everything after it from the client,
+    // rejected at stage inspection by imds-ssrf; its handshake accepted.
+    let t = trace(&dir);
+    let blocked: Vec<&Value> = t
+        .iter()
+        .filter(|x| x["src"] == "10.0.1.10" && x["sport"] == 41002 && x["dport"] == 8080)
+        .collect();
+    let first_reject = blocked
+        .iter()
+        .position(|x| x["action"] == "REJECT")
+        .expect("the SSRF request is rejected");
+    assert!(first_reject >= 2, "the handshake passed: {blocked:?}");
+    assert!(
+        blocked[first_reject..]
+            .iter()
+            .all(|x| x["action"] == "REJECT"
+                && x["stage"] == "inspection"
+                && x["rule"] == "imds-ssrf"),
+        "{blocked:?}"
+    );
+    assert!(
+        blocked.len() - first_reject >= 2,
+        "the second request is rejected too: {blocked:?}"
+    );
+    assert!(
+        t.iter()
+            .filter(|x| x["sport"] == 41001 || x["sport"] == 41003)
+            .all(|x| x["action"] == "ACCEPT")
+    );
+    // Flow logs: REJECT at the app ENI for the blocked connection.
+    let log = std::fs::read_to_string(dir.join("flow.log")).unwrap();
+    assert!(
+        log.lines().any(
+            |l| l.contains("eni-0e1f2a3b4c5d6d002 10.0.1.10 10.0.2.10 41002 8080 6")
+                && l.ends_with("REJECT OK")
+        ),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&rules_dir);
+}

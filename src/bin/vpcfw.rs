@@ -896,12 +896,17 @@ struct RunArgs {
     /// Open the TAP devices without the virtio-net header (no offloads; 1500-byte frames).
     #[arg(long)]
     no_vnet_hdr: bool,
+    /// Payload byte-match rules (`ByteMatchRules` JSON, see `vpcfw::inspect`), reloaded with
+    /// the snapshot on SIGHUP; default: `inspection.json` in the snapshot directory, when
+    /// there is one.
+    #[arg(long, value_name = "FILE")]
+    inspection: Option<PathBuf>,
 }
 
 #[cfg(target_os = "linux")]
 fn run(args: RunArgs) -> ExitCode {
     use vpcfw::forward::Attach;
-    use vpcfw::forward::run::{Forwarder, RunConfig, load_policy};
+    use vpcfw::forward::run::{Forwarder, RunConfig, describe_inspection, load_policy};
     let fail = |e: String| {
         eprintln!("vpcfw run: {e}");
         ExitCode::from(2)
@@ -936,6 +941,7 @@ fn run(args: RunArgs) -> ExitCode {
     cfg.metrics = args.metrics;
     cfg.trace = args.trace;
     cfg.null = args.null;
+    cfg.inspection = args.inspection;
     if args.no_vnet_hdr {
         cfg.tap.vnet_hdr = false;
         cfg.tap.offload = false;
@@ -961,8 +967,11 @@ fn run(args: RunArgs) -> ExitCode {
             tap.offloads()
         );
     }
+    if !args.null {
+        eprintln!("vpcfw: {}", describe_inspection(fwd.firewall().inspector()));
+    }
     eprintln!(
-        "vpcfw: forwarding; SIGHUP reloads {}, SIGINT/SIGTERM stop",
+        "vpcfw: forwarding; SIGHUP reloads {} (and its inspection rules), SIGINT/SIGTERM stop",
         args.snapshot.display()
     );
     match fwd.run(Some(&signals)) {

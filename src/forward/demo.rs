@@ -50,6 +50,10 @@ pub const SNAPSHOT: [(&str, &str); 6] = [
     ),
 ];
 
+/// The bundled payload byte-match rules (`examples/three-tier/inspection.json`): `imds-ssrf`
+/// blocks TCP to ports 80 and 8080 carrying `169.254.169.254`, `sqli-union-select` counts.
+pub const INSPECTION: &str = include_str!("../../examples/three-tier/inspection.json");
+
 /// The bundled three-tier snapshot, compiled.
 pub fn three_tier() -> Result<CompiledPolicy, String> {
     let mut b = SnapshotBuilder::new();
@@ -73,6 +77,8 @@ struct Flow {
     from: &'static str,
     proto: Proto,
     src: IpAddr,
+    /// The client's source port (0: any).
+    sport: u16,
     dst: SocketAddr,
     expect_pass: bool,
     /// Show the verdict of the reply direction (a stateful reply) instead of the request.
@@ -84,6 +90,8 @@ enum Proto {
     Tcp,
     Udp,
     Ping,
+    /// An HTTP `GET` of this target ([`lab::http_requests`]).
+    Http(&'static str),
 }
 
 fn a(s: &str) -> IpAddr {
@@ -94,15 +102,32 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().expect("literal socket address")
 }
 
+/// The demo's HTTP requests to the app server: a normal one, and one whose URL names the
+/// instance metadata address (the 2019 SSRF), which the `imds-ssrf` rule blocks.
+const IMDS_CLEAN: &str = "/fetch?url=http://example.com/";
+const IMDS_SSRF: &str =
+    "/fetch?url=http://169.254.169.254/latest/meta-data/iam/security-credentials/";
+
 fn flows() -> Vec<Flow> {
     let f = |what, from, proto, src: &str, dst: &str, expect_pass, reply| Flow {
         what,
         from,
         proto,
         src: a(src),
+        sport: 0,
         dst: sa(dst),
         expect_pass,
         reply,
+    };
+    let http = |what, sport, target, expect_pass| Flow {
+        what,
+        from: "web",
+        proto: Proto::Http(target),
+        src: a("10.0.1.10"),
+        sport,
+        dst: sa("10.0.2.10:8080"),
+        expect_pass,
+        reply: false,
     };
     use Proto::*;
     vec![
@@ -123,6 +148,18 @@ fn flows() -> Vec<Flow> {
             "10.0.2.10:8080",
             true,
             true,
+        ),
+        http(
+            "HTTP web -> app :8080 GET /fetch?url=http://example.com/",
+            41080,
+            IMDS_CLEAN,
+            true,
+        ),
+        http(
+            "HTTP web -> app :8080 GET /fetch?url=http://169.254.169.254/… (SSRF)",
+            41169,
+            IMDS_SSRF,
+            false,
         ),
         f(
             "app -> db :5432",
@@ -387,6 +424,7 @@ fn topology() -> Vec<Node> {
 pub struct Running {
     control: Control,
     thread: Option<JoinHandle<io::Result<Forwarder>>>,
+    inspection: Option<String>,
     /// The namespaces (removed when dropped).
     pub lab: Lab,
 }
@@ -428,6 +466,10 @@ impl Running {
             }
         }
         let control = fwd.control();
+        let inspection = fwd
+            .firewall()
+            .inspector()
+            .map(|i| super::run::describe_inspection(Some(i)));
         let thread = std::thread::Builder::new()
             .name("forwarder".into())
             .spawn(move || fwd.run(None).map(|()| fwd))
@@ -435,8 +477,14 @@ impl Running {
         Ok(Running {
             control,
             thread: Some(thread),
+            inspection,
             lab,
         })
+    }
+
+    /// The loaded payload-inspection rules in one line, if any (read when started).
+    pub fn inspector_summary(&self) -> Option<&str> {
+        self.inspection.as_deref()
     }
 
     /// The full name of namespace `short` (`web`, `app0`, `app1`, `db`, `inet`).
@@ -477,19 +525,30 @@ fn run(lab: Lab, prefix: &str) -> Result<bool, String> {
     let mut cfg = RunConfig::new(Vec::new());
     let trace_path = dir.join("trace.jsonl");
     let flow_path = dir.join("flow-log.txt");
+    let rules_path = dir.join(crate::inspect::RULES_FILE);
+    std::fs::write(&rules_path, INSPECTION)
+        .map_err(|e| format!("{}: {e}", rules_path.display()))?;
+    cfg.inspection = Some(rules_path);
     cfg.trace = Some(trace_path.clone());
     cfg.flow_log = Some(flow_path.clone());
     println!(
         "vpcfw demo: the bundled three-tier VPC (examples/three-tier), real traffic through TAP devices\n"
     );
     let mut running = Running::start(lab, prefix, policy, cfg, true)?;
+    if let Some(i) = running.inspector_summary() {
+        println!("  payload inspection: {i}");
+    }
     let lab = &running.lab;
 
     // Servers: every port a flow tries, so a blocked flow is the network's doing.
     let ns = |n: &str| lab.ns(n);
     let mut servers = Vec::new();
+    // The app server answers HTTP requests and echoes anything else.
+    servers.push(
+        Server::http(&ns("app0"), sa("10.0.2.10:8080"))
+            .map_err(|e| format!("server 10.0.2.10:8080: {e}"))?,
+    );
     let tcp_servers = [
-        ("app0", "10.0.2.10:8080"),
         ("db", "10.0.3.20:5432"),
         ("web", "10.0.1.10:443"),
         ("web", "10.0.1.10:8443"),
@@ -512,9 +571,13 @@ fn run(lab: Lab, prefix: &str) -> Result<bool, String> {
             observed.push(observed.last().cloned().unwrap_or(Observed::TimedOut));
             continue;
         }
+        let src = SocketAddr::new(f.src, f.sport);
         let o = match f.proto {
-            Proto::Tcp => lab::tcp_exchange(&ns(f.from), SocketAddr::new(f.src, 0), f.dst, timeout),
-            Proto::Udp => lab::udp_exchange(&ns(f.from), SocketAddr::new(f.src, 0), f.dst, timeout),
+            Proto::Tcp => lab::tcp_exchange(&ns(f.from), src, f.dst, timeout),
+            Proto::Http(target) => lab::http_requests(&ns(f.from), src, f.dst, &[target], timeout)
+                .pop()
+                .unwrap_or(Observed::TimedOut),
+            Proto::Udp => lab::udp_exchange(&ns(f.from), src, f.dst, timeout),
             Proto::Ping => match f.dst.ip() {
                 IpAddr::V4(d) => lab::ping(&ns(f.from), d, timeout),
                 IpAddr::V6(_) => Observed::Failed("IPv6 ping".into()),
@@ -530,8 +593,13 @@ fn run(lab: Lab, prefix: &str) -> Result<bool, String> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
+    let w = flows
+        .iter()
+        .map(|f| f.what.chars().count())
+        .max()
+        .unwrap_or(0);
     println!(
-        "\n{:<58} {:<8} {:<10} decided by",
+        "\n{:<w$} {:<8} {:<10} decided by",
         "flow", "expected", "observed"
     );
     let mut good = 0;
@@ -541,7 +609,7 @@ fn run(lab: Lab, prefix: &str) -> Result<bool, String> {
         good += usize::from(ok);
         let label = format!("{} {}", o.label(), if ok { "✓" } else { "✗" });
         println!(
-            "{:<58} {:<8} {:<10} {}",
+            "{:<w$} {:<8} {:<10} {}",
             f.what,
             expected,
             label,
@@ -559,6 +627,24 @@ fn run(lab: Lab, prefix: &str) -> Result<bool, String> {
         "\nforwarder: {} frames, {} forwarded, {} ARP and {} neighbour replies; firewall judged {} packets, accepted {}",
         rs.frames, rs.forwarded, rs.arp_replies, rs.nd_replies, st.packets, st.accepted
     );
+    if let Some(c) = fwd.inspection_counters() {
+        let rules: Vec<String> = c
+            .rules
+            .iter()
+            .map(|(name, action, n)| {
+                let verb = match action {
+                    crate::inspect::RuleAction::Block => "blocked",
+                    crate::inspect::RuleAction::Count => "counted",
+                };
+                format!("{name} {verb} {n}")
+            })
+            .collect();
+        println!(
+            "payload inspection: {}; {} packets rejected at stage inspection",
+            rules.join(", "),
+            st.rejected[crate::firewall::Stage::Inspection.index()]
+        );
+    }
     println!(
         "{good}/{} flows as expected; namespaces and TAP devices removed",
         flows.len()
@@ -573,22 +659,35 @@ fn decided_by(trace: &[Value], f: &Flow) -> String {
     let dst = f.dst.ip().to_string();
     let src = f.src.to_string();
     let (proto, port) = match f.proto {
-        Proto::Tcp => (6, Some(f.dst.port())),
+        Proto::Tcp | Proto::Http(_) => (6, Some(f.dst.port())),
         Proto::Udp => (17, Some(f.dst.port())),
         Proto::Ping => (1, None),
     };
-    let hit = trace.iter().find(|t| {
-        let (s, d, pk) = if f.reply {
-            (&dst, &src, "sport")
+    let of_flow = |t: &&Value| {
+        let (s, d, pk, ck) = if f.reply {
+            (&dst, &src, "sport", "dport")
         } else {
-            (&src, &dst, "dport")
+            (&src, &dst, "dport", "sport")
         };
         t["src"] == s.as_str()
             && t["dst"] == d.as_str()
             && t["proto"] == proto
             && port.is_none_or(|p| t[pk] == p)
+            && (f.sport == 0 || t[ck] == f.sport)
             && (f.proto != Proto::Ping || t["type"] == 8)
-    });
+    };
+    // A flow with a fixed client port is one connection: the packet that decided it is its
+    // first rejected one (an HTTP request blocked after the handshake), else its first.
+    let rejected = || {
+        trace
+            .iter()
+            .filter(of_flow)
+            .find(|t| t["action"] == "REJECT")
+    };
+    let hit = match f.sport {
+        0 => trace.iter().find(of_flow),
+        _ => rejected().or_else(|| trace.iter().find(of_flow)),
+    };
     let Some(t) = hit else {
         return "(no packet reached the firewall)".into();
     };

@@ -306,6 +306,113 @@ pub fn ping(ns: &str, dst: std::net::Ipv4Addr, timeout: std::time::Duration) -> 
     }
 }
 
+/// In namespace `ns`: connects from `src` (port 0: any) to `dst` and sends one HTTP/1.1 `GET`
+/// request per target on the same connection, in turn, each waiting up to `timeout` for a
+/// `200` response ([`Server::http`]'s). A request without an answer does not end the
+/// connection: the next one is still sent on it (to show that a blocked flow stays blocked).
+/// Returns one outcome per target; when the connection cannot be made, every target gets
+/// the connection's outcome.
+pub fn http_requests(
+    ns: &str,
+    src: std::net::SocketAddr,
+    dst: std::net::SocketAddr,
+    targets: &[&str],
+    timeout: std::time::Duration,
+) -> Vec<Observed> {
+    let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    let n = targets.len();
+    let r = Lab::run_in(ns, move || -> io::Result<Vec<Observed>> {
+        let mut s = tap::tcp_connect_from(src, dst, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        let mut got = Vec::with_capacity(targets.len());
+        for t in &targets {
+            got.push(observed(http_get_on(&mut s, dst, t, timeout)));
+        }
+        Ok(got)
+    });
+    match r.and_then(|x| x) {
+        Ok(v) => v,
+        Err(e) => vec![observed(Err(e)); n],
+    }
+}
+
+/// One `GET target` on an open connection and its `200` response, within `timeout`.
+fn http_get_on(
+    s: &mut std::net::TcpStream,
+    host: std::net::SocketAddr,
+    target: &str,
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + timeout;
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vpcfw-lab\r\nAccept: */*\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            if !head.starts_with("HTTP/1.1 200 ") {
+                return Err(io::Error::other(format!(
+                    "unexpected response: {}",
+                    head.lines().next().unwrap_or("")
+                )));
+            }
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Ok(());
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut chunk)? {
+            0 => return Err(io::Error::other("connection closed")),
+            k => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Request methods [`Server::http`] answers as HTTP.
+const HTTP_METHODS: [&[u8]; 4] = [b"GET ", b"HEAD ", b"POST ", b"PUT "];
+
+/// What [`Server::http`] does with the bytes received so far on a connection: the reply to
+/// send and how many bytes it used (`None`: wait for more).
+fn http_or_echo(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let http = HTTP_METHODS.iter().any(|m| buf.starts_with(m));
+    let maybe = HTTP_METHODS
+        .iter()
+        .any(|m| m.len() > buf.len() && m.starts_with(buf));
+    if !http {
+        // Not (yet) an HTTP request: echo it, unless it may still become one.
+        return (!maybe && !buf.is_empty()).then(|| (buf.to_vec(), buf.len()));
+    }
+    let end = find(buf, b"\r\n\r\n")? + 4;
+    let line = String::from_utf8_lossy(&buf[..end]);
+    let line = line.lines().next().unwrap_or("");
+    let body = format!("vpcfw lab app server: {line}\n");
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    Some((reply.into_bytes(), end))
+}
+
 /// An echo server (TCP or UDP) running in a namespace until dropped.
 pub struct Server {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -347,6 +454,56 @@ impl Server {
                                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                                     ) => {}
                                 Err(_) => return,
+                            }
+                        }
+                    });
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// A minimal HTTP/1.1 server on `addr` in namespace `ns` (the demo's app server): every
+    /// request on a connection (kept alive; requests without a body) gets `200 OK` with a
+    /// one-line text body quoting its request line. Bytes that do not begin an HTTP request
+    /// (`GET `, `HEAD `, `POST `, `PUT `) are echoed back, so [`tcp_exchange`] works on the same
+    /// port. Returns once the socket is listening.
+    pub fn http(ns: &str, addr: std::net::SocketAddr) -> io::Result<Server> {
+        Self::start(ns, move |stop| {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(move || -> io::Result<()> {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok((mut c, _)) = l.accept() else {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        continue;
+                    };
+                    c.set_nonblocking(false)?;
+                    c.set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = Vec::new();
+                        let mut chunk = vec![0u8; 65536];
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            match c.read(&mut chunk) {
+                                Ok(0) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                    ) =>
+                                {
+                                    continue;
+                                }
+                                Err(_) => return,
+                            }
+                            while let Some((reply, used)) = http_or_echo(&buf) {
+                                if c.write_all(&reply).is_err() {
+                                    return;
+                                }
+                                buf.drain(..used);
                             }
                         }
                     });
@@ -412,5 +569,34 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_or_echo;
+
+    #[test]
+    fn http_requests_are_answered_and_anything_else_echoed() {
+        let first: &[u8] = b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\n";
+        let req = [first, b"GET /d HTTP/1.1\r\n"].concat();
+        let req = req.as_slice();
+        let (reply, used) = http_or_echo(req).unwrap();
+        let reply = String::from_utf8(reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("GET /a?b=c HTTP/1.1\n"), "{reply}");
+        let body = reply.split("\r\n\r\n").nth(1).unwrap();
+        assert!(reply.contains(&format!("Content-Length: {}\r\n", body.len())));
+        assert_eq!(used, first.len());
+        // The second request is incomplete: wait.
+        assert_eq!(http_or_echo(&req[used..]), None);
+        // A prefix of a method: wait; anything else: echoed whole.
+        assert_eq!(http_or_echo(b"GE"), None);
+        assert_eq!(http_or_echo(b""), None);
+        assert_eq!(
+            http_or_echo(b"hello vpcfw\n"),
+            Some((b"hello vpcfw\n".to_vec(), 12))
+        );
+        assert_eq!(http_or_echo(b"GEX"), Some((b"GEX".to_vec(), 3)));
     }
 }

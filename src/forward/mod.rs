@@ -371,7 +371,13 @@ impl Router {
             (dst_eni, None)
         } else {
             let pkt = Packet::from_meta(&meta);
-            match fw.process(now, &pkt) {
+            // The transport payload and TCP sequence number, for the inspection stage.
+            let (seq, payload) = match meta.transport {
+                wire::Transport::Tcp { seq, .. } => (seq, transport_payload(frame, &meta)),
+                wire::Transport::Udp { .. } => (0, transport_payload(frame, &meta)),
+                _ => (0, &[][..]),
+            };
+            match fw.process_with_payload(now, &pkt, seq, payload) {
                 Err(_) => return Handled::drop(DropReason::NotInVpc),
                 Ok(v) if v.decision == Decision::Reject => {
                     return Handled {
@@ -613,6 +619,14 @@ fn is_local_only(meta: &PacketMeta) -> bool {
                 || matches!(meta.transport, Transport::Icmp { ty: 133..=137, .. })
         }
     }
+}
+
+/// The bytes after the transport header of a parsed frame (empty if the lengths disagree).
+fn transport_payload<'a>(frame: &'a [u8], meta: &wire::PacketMeta) -> &'a [u8] {
+    let start = usize::from(meta.payload_offset);
+    frame
+        .get(start..start + usize::from(meta.payload_len))
+        .unwrap_or(&[])
 }
 
 #[cfg(test)]

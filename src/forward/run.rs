@@ -11,6 +11,7 @@ use crate::compile::CompiledPolicy;
 use crate::conntrack::Time;
 use crate::firewall::{Firewall, Packet, Stage, Verdict};
 use crate::flowlog::FlowLog;
+use crate::inspect::{self, Inspector, RuleAction};
 use crate::tap::{
     Epoll, EpollEvents, EventFd, Signal, SignalFd, Tap, TapOptions, VNET_HDR_LEN, VirtioNetHdr,
 };
@@ -48,6 +49,9 @@ pub struct RunConfig {
     pub trace: Option<PathBuf>,
     /// Bypass the firewall (the null forwarder of the throughput benchmark).
     pub null: bool,
+    /// Payload byte-match rules file ([`crate::inspect`]); `None`: the snapshot directory's
+    /// `inspection.json` when it has one (at start and at every reload).
+    pub inspection: Option<PathBuf>,
     /// TAP options (virtio-net header, offloads, multi-queue).
     pub tap: TapOptions,
 }
@@ -64,6 +68,7 @@ impl RunConfig {
             metrics: None,
             trace: None,
             null: false,
+            inspection: None,
             tap: TapOptions::default(),
         }
     }
@@ -90,8 +95,9 @@ impl Control {
         self.0.wake.notify();
     }
 
-    /// Reloads the snapshot directory `dir` (the configured one when `None`) and waits for
-    /// the loop to apply it. On error the old policy stays and the message says why.
+    /// Reloads the snapshot directory `dir` (the configured one when `None`) and its
+    /// inspection rules, and waits for the loop to apply them. On error the old policy and
+    /// the old rules stay and the message says why.
     pub fn reload(&self, dir: Option<&Path>) -> Result<(), String> {
         let (tx, rx) = mpsc::channel();
         self.0
@@ -109,6 +115,41 @@ impl Control {
 pub fn load_policy(dir: &Path) -> Result<CompiledPolicy, String> {
     let snap = aws::load_dir(dir).map_err(|e| e.to_string())?;
     CompiledPolicy::compile(snap.policy).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Loads and compiles the inspection rules for `policy`: `file` when given, else
+/// `dir/inspection.json` when `dir` has one; `Ok(None)` when there are none. Warnings are
+/// printed to standard error. The message names what failed.
+pub fn load_inspection(
+    dir: Option<&Path>,
+    file: Option<&Path>,
+    policy: &CompiledPolicy,
+) -> Result<Option<Arc<Inspector>>, String> {
+    let Some(dir) = dir.or(file.and_then(Path::parent)) else {
+        return Ok(None);
+    };
+    match inspect::load_for(dir, file, policy.policy()).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some((insp, warnings)) => {
+            for w in &warnings {
+                eprintln!("vpcfw: warning: {w}");
+            }
+            Ok(Some(Arc::new(insp)))
+        }
+    }
+}
+
+/// One line about the loaded inspection rules, for the log.
+pub fn describe_inspection(insp: Option<&Inspector>) -> String {
+    match insp {
+        None => "no inspection rules".into(),
+        Some(i) => format!(
+            "{} inspection rules from {} ({} scope classes)",
+            i.rules_len(),
+            i.file(),
+            i.scopes_len()
+        ),
+    }
 }
 
 /// The latest metrics text, shared with the metrics thread.
@@ -137,6 +178,54 @@ pub struct IoStats {
     pub reload_failures: u64,
 }
 
+/// Inspection counters of the inspectors replaced by reloads, so the totals the forwarder
+/// reports never go back: per (rule name, action), gaps, retransmissions.
+#[derive(Clone, Debug, Default)]
+struct InspectCarry {
+    rules: Vec<(String, RuleAction, u64)>,
+    gaps: u64,
+    retransmissions: u64,
+}
+
+impl InspectCarry {
+    fn add(&mut self, c: &inspect::Counters) {
+        for (name, action, n) in &c.rules {
+            match self
+                .rules
+                .iter_mut()
+                .find(|(m, a, _)| m == name && a == action)
+            {
+                Some(r) => r.2 += n,
+                None => self.rules.push((name.clone(), *action, *n)),
+            }
+        }
+        self.gaps += c.gaps;
+        self.retransmissions += c.retransmissions;
+    }
+
+    /// `current` plus what was carried: the current rules first, in rule order, then rules of
+    /// earlier rule sets that are no longer loaded.
+    fn total(&self, current: Option<&inspect::Counters>) -> Option<inspect::Counters> {
+        if current.is_none() && self.rules.is_empty() && self.gaps + self.retransmissions == 0 {
+            return None;
+        }
+        let mut out = current.cloned().unwrap_or_default();
+        for (name, action, n) in &self.rules {
+            match out
+                .rules
+                .iter_mut()
+                .find(|(m, a, _)| m == name && a == action)
+            {
+                Some(r) => r.2 += n,
+                None => out.rules.push((name.clone(), *action, *n)),
+            }
+        }
+        out.gaps += self.gaps;
+        out.retransmissions += self.retransmissions;
+        Some(out)
+    }
+}
+
 /// The forwarder: devices open, ready to [`run`](Forwarder::run).
 pub struct Forwarder {
     router: Router,
@@ -146,6 +235,10 @@ pub struct Forwarder {
     epoll: Epoll,
     shared: Arc<Shared>,
     snapshot: Option<PathBuf>,
+    inspection: Option<PathBuf>,
+    /// The firewall is bypassed (no inspection rules are loaded).
+    null: bool,
+    inspect_carry: InspectCarry,
     flow: Option<(FlowLog, BufWriter<File>)>,
     flow_interval: u64,
     flow_current: u64,
@@ -163,8 +256,15 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Opens every TAP device of `cfg` (in the calling thread's network namespace), sets the
-    /// peer MAC addresses, opens the flow log and trace files and starts the metrics thread.
+    /// peer MAC addresses, loads the inspection rules ([`RunConfig::inspection`], compiled
+    /// against `policy`), opens the flow log and trace files and starts the metrics thread.
     pub fn open(cfg: &RunConfig, policy: CompiledPolicy) -> Result<Forwarder, String> {
+        let inspector = if cfg.null {
+            None
+        } else {
+            load_inspection(cfg.snapshot.as_deref(), cfg.inspection.as_deref(), &policy)
+                .map_err(|e| format!("inspection rules: {e}"))?
+        };
         let mut router = Router::new(&policy, cfg.ports.clone())?;
         router.set_bypass(cfg.null);
         let mut taps = Vec::with_capacity(cfg.ports.len());
@@ -195,14 +295,23 @@ impl Forwarder {
             Some(addr) => Some(serve_metrics(addr, shared.clone())?),
             None => None,
         };
+        let mut fw = Firewall::new(policy, cfg.allowance);
+        fw.set_inspector(inspector);
         Ok(Forwarder {
             router,
-            fw: Firewall::new(policy, cfg.allowance),
+            fw,
             vnet: cfg.tap.vnet_hdr,
             taps,
             epoll,
             shared,
             snapshot: cfg.snapshot.clone(),
+            inspection: if cfg.null {
+                None
+            } else {
+                cfg.inspection.clone()
+            },
+            null: cfg.null,
+            inspect_carry: InspectCarry::default(),
             flow,
             flow_interval: u64::from(cfg.flow_log_interval.max(1)),
             flow_current: 0,
@@ -246,6 +355,13 @@ impl Forwarder {
         self.io
     }
 
+    /// The payload-inspection counters since start, summed over every rule set loaded (a
+    /// reload does not reset them); `None` when no rules were ever loaded.
+    pub fn inspection_counters(&self) -> Option<inspect::Counters> {
+        let current = self.fw.inspector().map(Inspector::counters);
+        self.inspect_carry.total(current.as_ref())
+    }
+
     fn now(&self) -> Time {
         Time(self.epoch + self.start.elapsed().as_nanos() as u64)
     }
@@ -281,7 +397,9 @@ impl Forwarder {
                             Signal::Stop => self.shared.stop.store(true, Ordering::SeqCst),
                             Signal::Hangup => {
                                 if let Err(e) = self.reload(None) {
-                                    eprintln!("vpcfw: reload failed, the old policy stays: {e}");
+                                    eprintln!(
+                                        "vpcfw: reload failed, the old policy and inspection rules stay: {e}"
+                                    );
                                 }
                             }
                         }
@@ -336,7 +454,9 @@ impl Forwarder {
                 Request::Reload(dir, answer) => {
                     let res = self.reload(dir.as_deref());
                     if let Err(e) = &res {
-                        eprintln!("vpcfw: reload failed, the old policy stays: {e}");
+                        eprintln!(
+                            "vpcfw: reload failed, the old policy and inspection rules stay: {e}"
+                        );
                     }
                     let _ = answer.send(res);
                 }
@@ -344,13 +464,24 @@ impl Forwarder {
         }
     }
 
-    /// Loads `dir` (or the configured snapshot) and swaps it in atomically between bursts.
+    /// Loads `dir` (or the configured snapshot) and its inspection rules (the configured
+    /// file, else `dir/inspection.json` if present), compiled against the new policy, and
+    /// swaps both in atomically between bursts. If either fails to load, neither changes.
     fn reload(&mut self, dir: Option<&Path>) -> Result<(), String> {
         let dir = match dir.or(self.snapshot.as_deref()) {
             Some(d) => d.to_path_buf(),
             None => return Err("no snapshot directory to reload".into()),
         };
-        let policy = match load_policy(&dir) {
+        let loaded = load_policy(&dir).and_then(|policy| {
+            let insp = if self.null {
+                None
+            } else {
+                load_inspection(Some(&dir), self.inspection.as_deref(), &policy)
+                    .map_err(|e| format!("inspection rules: {e}"))?
+            };
+            Ok((policy, insp))
+        });
+        let (policy, inspector) = match loaded {
             Ok(p) => p,
             Err(e) => {
                 self.io.reload_failures += 1;
@@ -374,9 +505,17 @@ impl Forwarder {
                 .map_err(|e| format!("flow log: {e}"))?;
         }
         self.router.reload(&policy);
+        if let Some(old) = self.fw.inspector() {
+            self.inspect_carry.add(&old.counters());
+        }
         self.fw.reload(policy);
+        self.fw.set_inspector(inspector);
         self.io.reloads += 1;
-        eprintln!("vpcfw: reloaded {}", dir.display());
+        eprintln!(
+            "vpcfw: reloaded {}; {}",
+            dir.display(),
+            describe_inspection(self.fw.inspector())
+        );
         Ok(())
     }
 
@@ -449,7 +588,8 @@ impl Forwarder {
                 }
                 if let Some(t) = &mut self.trace {
                     let name = &self.router.ports()[usize::from(port)].name;
-                    let _ = writeln!(t, "{}", trace_line(self.fw.policy(), now, name, pkt, v));
+                    let line = trace_line(self.fw.policy(), self.fw.inspector(), now, name, pkt, v);
+                    let _ = writeln!(t, "{line}");
                 }
             }
             match h.outcome {
@@ -482,22 +622,25 @@ impl Forwarder {
     /// Renders the metrics text for the metrics thread.
     fn publish(&self) {
         let Some(m) = &self.metrics else { return };
-        let text = render_metrics(&self.fw, &self.router, &self.io);
+        let insp = self.inspection_counters();
+        let text = render_metrics(&self.fw, &self.router, &self.io, insp.as_ref());
         if let Ok(mut g) = m.lock() {
             *g = text;
         }
     }
 }
 
-/// One trace line: the packet, where it came in, and the eval answer with its path.
+/// One trace line: the packet, where it came in, and the eval answer with its path (a
+/// byte-match rule named as `inspector` names it).
 pub fn trace_line(
     policy: &CompiledPolicy,
+    inspector: Option<&Inspector>,
     now: Time,
     port: &str,
     pkt: &Packet,
     v: &Verdict,
 ) -> serde_json::Value {
-    let mut o = crate::events::answer(policy, v, true);
+    let mut o = crate::events::answer_with(policy, inspector, v, true);
     o["t"] = serde_json::json!(now.as_secs_f64());
     o["port"] = serde_json::json!(port);
     o["src"] = serde_json::json!(pkt.src.to_string());
@@ -519,8 +662,14 @@ pub fn trace_line(
     o
 }
 
-/// The Prometheus text exposition of the counters.
-pub fn render_metrics(fw: &Firewall, router: &Router, io: &IoStats) -> String {
+/// The Prometheus text exposition of the counters; `inspection` are the payload-inspection
+/// counters to show ([`Forwarder::inspection_counters`]), if rules are or were loaded.
+pub fn render_metrics(
+    fw: &Firewall,
+    router: &Router,
+    io: &IoStats,
+    inspection: Option<&inspect::Counters>,
+) -> String {
     let mut s = String::with_capacity(4096);
     let mut counter = |name: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(s, "# HELP vpcfw_{name} {help}\n# TYPE vpcfw_{name} counter");
@@ -636,10 +785,55 @@ pub fn render_metrics(fw: &Firewall, router: &Router, io: &IoStats) -> String {
     );
     counter(
         "reload_failures_total",
-        "Snapshot reloads that failed (the old policy stayed).",
+        "Snapshot reloads that failed (the old policy and inspection rules stayed).",
         &one(io.reload_failures),
     );
+    if let Some(c) = inspection {
+        let rules: Vec<(String, u64)> = c
+            .rules
+            .iter()
+            .map(|(name, action, n)| {
+                (
+                    format!(
+                        "{{rule=\"{}\",action=\"{}\"}}",
+                        label_value(name),
+                        action.as_str()
+                    ),
+                    *n,
+                )
+            })
+            .collect();
+        counter(
+            "inspection_matches_total",
+            "Payload byte-match occurrences, by rule (for block rules: the streams or datagrams they blocked).",
+            &rules,
+        );
+        counter(
+            "inspection_gaps_total",
+            "TCP segments that started beyond the next expected byte (the inspection automaton restarted).",
+            &one(c.gaps),
+        );
+        counter(
+            "inspection_retransmissions_total",
+            "TCP segments skipped by inspection as retransmissions (their bytes were scanned).",
+            &one(c.retransmissions),
+        );
+    }
     s
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Starts the metrics thread: answers every connection on `addr` with the latest text.
