@@ -681,13 +681,17 @@ impl Inspector {
         src_eni: Option<u32>,
         dst_eni: Option<u32>,
     ) -> Option<ScopeId> {
-        let pc = map.bounds.partition_point(|&b| b <= dport) - 1;
         let class = |table: &[u16], e: Option<u32>| {
             e.and_then(|e| table.get(e as usize))
                 .map_or(0, |&c| usize::from(c))
         };
         let ic = class(&self.eni_in, dst_eni);
         let oc = class(&self.eni_out, src_eni);
+        if ic == 0 && oc == 0 {
+            // No rule at either ENI in the packet's direction: no scope, whatever the port.
+            return None;
+        }
+        let pc = map.bounds.partition_point(|&b| b <= dport) - 1;
         let c = self.cells[map.offset + (pc * self.n_in + ic) * self.n_out + oc];
         (c != NO_SCOPE).then_some(ScopeId(c))
     }
