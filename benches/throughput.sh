@@ -53,7 +53,7 @@ for name, bulk in (("bench", False), ("bench960", True)):
     d = os.path.join(work, name)
     os.makedirs(d)
     for f in os.listdir(src):
-        if f.endswith(".json"):
+        if f.endswith(".json") and f != "inspection.json":  # the firewall alone, as in issue #6
             shutil.copy(os.path.join(src, f), d)
     p = os.path.join(d, "describe-network-acls.json")
     acls = json.load(open(p))
