@@ -28,7 +28,7 @@ use http::{PATTERNS, payload};
 use aho_corasick::automaton::Automaton;
 use aho_corasick::{Anchored, MatchKind, dfa, nfa::contiguous};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vpcfw::inspect::{Inspector, Rule, RuleAction, RuleScope, RuleSet, ScopeDirection};
+use vpcfw::inspect::{Inspector, RuleScope, RuleSet, ScopeDirection};
 use vpcfw::policy::{Eni, Policy};
 
 fn policy() -> Policy {
@@ -48,31 +48,16 @@ fn policy() -> Policy {
 }
 
 fn rules(lowercase: bool) -> RuleSet {
-    RuleSet {
-        file: "bench".into(),
-        rules: PATTERNS
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Rule {
-                name: format!("r{i}"),
-                action: if i % 2 == 0 {
-                    RuleAction::Block
-                } else {
-                    RuleAction::Count
-                },
-                pattern: p.as_bytes().to_vec(),
-                lowercase,
-                scope: RuleScope {
-                    protocol: 6,
-                    ports: vec![(80, 80)],
-                    direction: ScopeDirection::Ingress,
-                    enis: vec![],
-                    groups: vec![],
-                },
-                path: format!("ByteMatchRules[{i}]"),
-            })
-            .collect(),
-    }
+    http::rules(
+        lowercase,
+        RuleScope {
+            protocol: 6,
+            ports: vec![(80, 80)],
+            direction: ScopeDirection::Ingress,
+            enis: vec![],
+            groups: vec![],
+        },
+    )
 }
 
 /// Times `iters` runs of `f` by wall or thread CPU time.

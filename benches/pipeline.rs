@@ -48,7 +48,7 @@ use vpcfw::aws::SnapshotBuilder;
 use vpcfw::compile::CompiledPolicy;
 use vpcfw::conntrack::{TcpFlags, Time};
 use vpcfw::firewall::{Decision, Firewall, FrameError, Packet, Verdict};
-use vpcfw::inspect::{Inspector, Rule, RuleAction, RuleScope, RuleSet, ScopeDirection};
+use vpcfw::inspect::{Inspector, RuleScope, ScopeDirection};
 use vpcfw::replay::{packet_frame, packet_frame_with};
 use vpcfw::wire;
 
@@ -403,35 +403,20 @@ const SEQ: usize = SPORT + 4;
 /// The 100-pattern inspector, scoped to tcp/443 arriving at `eni-s0` and `eni-s1`, or (with
 /// `port80`) to tcp/80 arriving anywhere.
 fn inspector(policy: &CompiledPolicy, port80: bool) -> Inspector {
-    let rules = RuleSet {
-        file: "bench".into(),
-        rules: http::PATTERNS
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Rule {
-                name: format!("r{i}"),
-                action: if i % 2 == 0 {
-                    RuleAction::Block
-                } else {
-                    RuleAction::Count
-                },
-                pattern: p.as_bytes().to_vec(),
-                lowercase: true,
-                scope: RuleScope {
-                    protocol: 6,
-                    ports: vec![if port80 { (80, 80) } else { (443, 443) }],
-                    direction: ScopeDirection::Ingress,
-                    enis: if port80 {
-                        vec![]
-                    } else {
-                        vec!["eni-s0".into(), "eni-s1".into()]
-                    },
-                    groups: vec![],
-                },
-                path: format!("ByteMatchRules[{i}]"),
-            })
-            .collect(),
-    };
+    let rules = http::rules(
+        true,
+        RuleScope {
+            protocol: 6,
+            ports: vec![if port80 { (80, 80) } else { (443, 443) }],
+            direction: ScopeDirection::Ingress,
+            enis: if port80 {
+                vec![]
+            } else {
+                vec!["eni-s0".into(), "eni-s1".into()]
+            },
+            groups: vec![],
+        },
+    );
     let (insp, warnings) = Inspector::compile(&rules, policy.policy()).expect("rules compile");
     assert!(warnings.is_empty(), "{warnings:?}");
     insp

@@ -4,6 +4,32 @@
 // Each benchmark uses only some of these.
 #![allow(dead_code)]
 
+use vpcfw::inspect::{Rule, RuleAction, RuleScope, RuleSet};
+
+/// The 100 [`PATTERNS`] as rules named `r0`…`r99`, even ones `block` and odd ones `count`, all
+/// with `scope` and (with `lowercase`) `LOWERCASE`.
+pub fn rules(lowercase: bool, scope: RuleScope) -> RuleSet {
+    RuleSet {
+        file: "bench".into(),
+        rules: PATTERNS
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Rule {
+                name: format!("r{i}"),
+                action: if i % 2 == 0 {
+                    RuleAction::Block
+                } else {
+                    RuleAction::Count
+                },
+                pattern: p.as_bytes().to_vec(),
+                lowercase,
+                scope: scope.clone(),
+                path: format!("ByteMatchRules[{i}]"),
+            })
+            .collect(),
+    }
+}
+
 /// 100 realistic patterns: SSRF / instance-metadata strings, SQL injection, XSS, path
 /// traversal, command injection, Log4Shell tokens (lowercase: meant for `LOWERCASE` rules).
 pub const PATTERNS: [&str; 100] = [
