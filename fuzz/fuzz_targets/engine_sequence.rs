@@ -10,20 +10,14 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "three_tier.rs"]
+mod three_tier;
 use std::net::IpAddr;
-use vpcfw::aws::SnapshotBuilder;
 use vpcfw::compile::CompiledPolicy;
 use vpcfw::conntrack::{TcpFlags, Time};
 use vpcfw::firewall::{Decision, Firewall, L4, Packet, SgPass, Stage};
 
-const GOOD: [(&str, &str); 6] = [
-    ("acls", include_str!("../../examples/three-tier/describe-network-acls.json")),
-    ("enis", include_str!("../../examples/three-tier/describe-network-interfaces.json")),
-    ("routes", include_str!("../../examples/three-tier/describe-route-tables.json")),
-    ("sgs", include_str!("../../examples/three-tier/describe-security-groups.json")),
-    ("subnets", include_str!("../../examples/three-tier/describe-subnets.json")),
-    ("vpcs", include_str!("../../examples/three-tier/describe-vpcs.json")),
-];
 const FLAWED_ACLS: &str = include_str!("../../examples/three-tier-flawed/describe-network-acls.json");
 const FLAWED_SGS: &str = include_str!("../../examples/three-tier-flawed/describe-security-groups.json");
 
@@ -34,16 +28,11 @@ fn load(flawed: bool) -> CompiledPolicy {
 }
 
 fn compile(flawed: bool) -> CompiledPolicy {
-    let mut b = SnapshotBuilder::new();
-    for (name, text) in GOOD {
-        let text = match (flawed, name) {
-            (true, "acls") => FLAWED_ACLS,
-            (true, "sgs") => FLAWED_SGS,
-            _ => text,
-        };
-        b.add_document(name, text).expect("bundled example loads");
+    if flawed {
+        three_tier::compile(&[("acls", FLAWED_ACLS), ("sgs", FLAWED_SGS)])
+    } else {
+        three_tier::compile(&[])
     }
-    CompiledPolicy::compile(b.finish().expect("bundled example loads").policy).expect("compiles")
 }
 
 const ADDRS: [&str; 10] = [

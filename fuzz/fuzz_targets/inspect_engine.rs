@@ -12,23 +12,17 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "three_tier.rs"]
+mod three_tier;
 use std::net::IpAddr;
 use std::sync::Arc;
-use vpcfw::aws::SnapshotBuilder;
 use vpcfw::compile::CompiledPolicy;
 use vpcfw::conntrack::{TcpFlags, Time};
 use vpcfw::firewall::{Decision, Firewall, Packet, Stage};
 use vpcfw::inspect::{Inspector, RuleAction, RuleSet};
 use vpcfw::replay::packet_frame_with;
 
-const DOCS: [(&str, &str); 6] = [
-    ("acls", include_str!("../../examples/three-tier/describe-network-acls.json")),
-    ("enis", include_str!("../../examples/three-tier/describe-network-interfaces.json")),
-    ("routes", include_str!("../../examples/three-tier/describe-route-tables.json")),
-    ("sgs", include_str!("../../examples/three-tier/describe-security-groups.json")),
-    ("subnets", include_str!("../../examples/three-tier/describe-subnets.json")),
-    ("vpcs", include_str!("../../examples/three-tier/describe-vpcs.json")),
-];
 
 /// Two rule sets over a small alphabet, so that inputs hit patterns, overlaps and splits.
 const RULES: [&str; 2] = [
@@ -53,11 +47,7 @@ const RULES: [&str; 2] = [
 fn setup() -> &'static (CompiledPolicy, [Arc<Inspector>; 2]) {
     static CACHE: std::sync::OnceLock<(CompiledPolicy, [Arc<Inspector>; 2])> = std::sync::OnceLock::new();
     CACHE.get_or_init(|| {
-        let mut b = SnapshotBuilder::new();
-        for (name, text) in DOCS {
-            b.add_document(name, text).expect("bundled example loads");
-        }
-        let p = CompiledPolicy::compile(b.finish().expect("loads").policy).expect("compiles");
+        let p = three_tier::compile(&[]);
         let insp = |i: usize| {
             let rules = RuleSet::parse("inspection.json", RULES[i]).expect("rules parse");
             Arc::new(Inspector::compile(&rules, p.policy()).expect("rules compile").0)
