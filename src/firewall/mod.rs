@@ -1484,26 +1484,36 @@ impl PathCtx<'_> {
         }
     }
 
+    /// One NACL step of the path at `subnet`: the deciding rule's id goes to `rule`; `Err` is
+    /// the outcome code when the step rejects.
+    fn nacl(&self, subnet: u32, dir: Direction, rule: &mut u32) -> Result<(), u8> {
+        match nacl_step(self.p, subnet, dir, self.key) {
+            Ok(r) => {
+                *rule = self.ids.id(r);
+                Ok(())
+            }
+            Err((r, reason)) => {
+                *rule = r.map_or(NO_RULE, |r| self.ids.id(r));
+                Err(match (dir, reason == Reason::NoNacl) {
+                    (Direction::Egress, true) => PATH_NACL_EGRESS_NO_NACL,
+                    (Direction::Egress, false) => PATH_NACL_EGRESS_DENY,
+                    (Direction::Ingress, true) => PATH_NACL_INGRESS_NO_NACL,
+                    (Direction::Ingress, false) => PATH_NACL_INGRESS_DENY,
+                })
+            }
+        }
+    }
+
     /// SPEC §3 steps 3–5 by the rules.
     fn compute(&self) -> PathResult {
         let (p, ids, key) = (self.p, self.ids, self.key);
-        let id = |r: Option<RuleRef>| r.map_or(NO_RULE, |r| ids.id(r));
         let mut rules = [NO_RULE; 3];
         let done = |outcome, rules| PathResult { outcome, rules };
         // 3. nacl-egress
-        if let (Some(s), false) = (self.src_subnet, self.same_subnet) {
-            match nacl_step(p, s, Direction::Egress, key) {
-                Ok(rule) => rules[0] = ids.id(rule),
-                Err((rule, reason)) => {
-                    rules[0] = id(rule);
-                    let code = if reason == Reason::NoNacl {
-                        PATH_NACL_EGRESS_NO_NACL
-                    } else {
-                        PATH_NACL_EGRESS_DENY
-                    };
-                    return done(code, rules);
-                }
-            }
+        if let (Some(s), false) = (self.src_subnet, self.same_subnet)
+            && let Err(code) = self.nacl(s, Direction::Egress, &mut rules[0])
+        {
+            return done(code, rules);
         }
         // 4. route
         if let Some(s) = self.src_subnet {
@@ -1535,19 +1545,10 @@ impl PathCtx<'_> {
             }
         }
         // 5. nacl-ingress
-        if let (Some(s), false) = (self.dst_subnet, self.same_subnet) {
-            match nacl_step(p, s, Direction::Ingress, key) {
-                Ok(rule) => rules[2] = ids.id(rule),
-                Err((rule, reason)) => {
-                    rules[2] = id(rule);
-                    let code = if reason == Reason::NoNacl {
-                        PATH_NACL_INGRESS_NO_NACL
-                    } else {
-                        PATH_NACL_INGRESS_DENY
-                    };
-                    return done(code, rules);
-                }
-            }
+        if let (Some(s), false) = (self.dst_subnet, self.same_subnet)
+            && let Err(code) = self.nacl(s, Direction::Ingress, &mut rules[2])
+        {
+            return done(code, rules);
         }
         done(PATH_PASS, rules)
     }

@@ -423,43 +423,21 @@ impl Server {
     /// A TCP echo server on `addr` in namespace `ns`: each connection gets back what it sends
     /// until it closes. Returns once the socket is listening.
     pub fn tcp(ns: &str, addr: std::net::SocketAddr) -> io::Result<Server> {
-        Self::start(ns, move |stop| {
-            let l = std::net::TcpListener::bind(addr)?;
-            l.set_nonblocking(true)?;
-            Ok(move || -> io::Result<()> {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let Ok((mut c, _)) = l.accept() else {
-                        std::thread::sleep(std::time::Duration::from_millis(2));
-                        continue;
-                    };
-                    // One thread per connection, blocking writes (a bulk echo must not be
-                    // cut by a full send buffer), a read timeout to notice the stop flag.
-                    c.set_nonblocking(false)?;
-                    c.set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
-                    let stop = stop.clone();
-                    std::thread::spawn(move || {
-                        use std::io::{Read, Write};
-                        let mut buf = vec![0u8; 65536];
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            match c.read(&mut buf) {
-                                Ok(0) => return,
-                                Ok(n) => {
-                                    if c.write_all(&buf[..n]).is_err() {
-                                        return;
-                                    }
-                                }
-                                Err(e)
-                                    if matches!(
-                                        e.kind(),
-                                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                                    ) => {}
-                                Err(_) => return,
-                            }
+        Self::tcp_with(ns, addr, |mut c, stop| {
+            use std::io::{Read, Write};
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if c.write_all(&buf[..n]).is_err() {
+                            return;
                         }
-                    });
+                    }
+                    Err(e) if timed_out(&e) => {}
+                    Err(_) => return,
                 }
-                Ok(())
-            })
+            }
         })
     }
 
@@ -469,44 +447,48 @@ impl Server {
     /// (`GET `, `HEAD `, `POST `, `PUT `) are echoed back, so [`tcp_exchange`] works on the same
     /// port. Returns once the socket is listening.
     pub fn http(ns: &str, addr: std::net::SocketAddr) -> io::Result<Server> {
+        Self::tcp_with(ns, addr, |mut c, stop| {
+            use std::io::{Read, Write};
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 65536];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if timed_out(&e) => continue,
+                    Err(_) => return,
+                }
+                while let Some((reply, used)) = http_or_echo(&buf) {
+                    if c.write_all(&reply).is_err() {
+                        return;
+                    }
+                    buf.drain(..used);
+                }
+            }
+        })
+    }
+
+    /// A TCP server on `addr` in namespace `ns` that runs `conn` on a thread per connection.
+    /// Connections use blocking writes (a bulk echo must not be cut by a full send buffer) and
+    /// a 100 ms read timeout, so `conn` notices the stop flag.
+    fn tcp_with(
+        ns: &str,
+        addr: std::net::SocketAddr,
+        conn: fn(std::net::TcpStream, Arc<std::sync::atomic::AtomicBool>),
+    ) -> io::Result<Server> {
         Self::start(ns, move |stop| {
             let l = std::net::TcpListener::bind(addr)?;
             l.set_nonblocking(true)?;
             Ok(move || -> io::Result<()> {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let Ok((mut c, _)) = l.accept() else {
+                    let Ok((c, _)) = l.accept() else {
                         std::thread::sleep(std::time::Duration::from_millis(2));
                         continue;
                     };
                     c.set_nonblocking(false)?;
                     c.set_read_timeout(Some(std::time::Duration::from_millis(100)))?;
                     let stop = stop.clone();
-                    std::thread::spawn(move || {
-                        use std::io::{Read, Write};
-                        let mut buf = Vec::new();
-                        let mut chunk = vec![0u8; 65536];
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            match c.read(&mut chunk) {
-                                Ok(0) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                                Err(e)
-                                    if matches!(
-                                        e.kind(),
-                                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                                    ) =>
-                                {
-                                    continue;
-                                }
-                                Err(_) => return,
-                            }
-                            while let Some((reply, used)) = http_or_echo(&buf) {
-                                if c.write_all(&reply).is_err() {
-                                    return;
-                                }
-                                buf.drain(..used);
-                            }
-                        }
-                    });
+                    std::thread::spawn(move || conn(c, stop));
                 }
                 Ok(())
             })
@@ -570,6 +552,14 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// A read that ended by the socket's timeout (not an error of the connection).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 #[cfg(test)]
