@@ -5,7 +5,8 @@
 #
 # Two namespaces, "web" (10.0.1.10) and "app" (10.0.2.10) of the three-tier VPC, and in one
 # run, single-stream TCP (iperf3 -t TCP_SECS, RUNS runs, median), 64-byte UDP packets/s
-# (iperf3 -u -l 64 -b 0, received by the server) and ICMP echo round trips through:
+# (iperf3 -u -l 64 -b 0, received by the server) and ICMP echo round trips (median of 500)
+# through:
 #   (a) kernel: a router namespace with veth pairs, IP forwarding and an equivalent nftables
 #       stateful ruleset (established/related accept, TCP/UDP 8080 and ICMP echo new accept)
 #   (b) null: `vpcfw run --null`, the same TAP loop with the firewall bypassed
@@ -13,12 +14,20 @@
 #       web and app tiers, so the UDP and ping measurements pass the firewall)
 #   (d) vpcfw-960: (c) with one more security group of 960 inbound rules on both ENIs
 # and the forwarder's CPU time per frame and per wire segment (from /proc and its metrics).
+# PATHS="b c" (say) measures only those paths; VPCFW=BIN uses another build of vpcfw.
+# With MQ=1 it then measures multi-queue: STREAMS parallel streams (iperf3 -P, default 4)
+# through (c) with one worker and with WORKERS workers (default 2, `vpcfw run --workers`).
 # Needs iperf3, nft, ping and python3 (`.ci/setup-net` installs the first three).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 TCP_SECS=${TCP_SECS:-10}
 UDP_SECS=${UDP_SECS:-5}
+PATHS=${PATHS:-a b c d} # which of the paths below to measure
+MQ=${MQ:-0}
+STREAMS=${STREAMS:-4}
+WORKERS=${WORKERS:-2}
+PAR=1 # parallel iperf3 streams of the current measurement
 P=vtp$$
 WORK=$(mktemp -d /tmp/vpcfw-throughput.XXXXXX)
 BIN=${VPCFW:-target/release/vpcfw}
@@ -156,7 +165,7 @@ measure() { # label
     srv=$!
     sleep 0.3
     if [ -n "$FWD_PID" ]; then t0=$(cpu_ticks); f0=$(metric vpcfw_rx_frames_total); s0=$(metric vpcfw_rx_segments_total); fi
-    ip netns exec $P-web iperf3 -c 10.0.2.10 -p 8080 -t "$TCP_SECS" -J >"$WORK/tcp.json"
+    ip netns exec $P-web iperf3 -c 10.0.2.10 -p 8080 -t "$TCP_SECS" -P "$PAR" -J >"$WORK/tcp.json"
     if [ -n "$FWD_PID" ]; then
       t1=$(cpu_ticks); f1=$(metric vpcfw_rx_frames_total); s1=$(metric vpcfw_rx_segments_total)
       echo "$(( (t1 - t0) * 1000000000 / hz / (f1 - f0) )) $(( (t1 - t0) * 1000000000 / hz / (s1 - s0) ))" >>"$WORK/cpu.$key"
@@ -168,7 +177,7 @@ measure() { # label
     ip netns exec $P-app iperf3 -s -p 8080 -1 >/dev/null 2>&1 &
     srv=$!
     sleep 0.3
-    ip netns exec $P-web iperf3 -c 10.0.2.10 -p 8080 -u -l 64 -b 0 -t "$UDP_SECS" -J >"$WORK/udp.json" || true
+    ip netns exec $P-web iperf3 -c 10.0.2.10 -p 8080 -u -l 64 -b 0 -t "$UDP_SECS" -P "$PAR" -J >"$WORK/udp.json" || true
     udp+=("$(python3 -c '
 import json,sys
 e=json.load(open(sys.argv[1]))["end"]["sum"]
@@ -176,7 +185,8 @@ print(int((e["packets"]-e["lost_packets"])/e["seconds"]))' "$WORK/udp.json")")
     wait "$srv" || true
   done
   local rtt
-  rtt=$(ip netns exec $P-web ping -q -c 200 -i 0.005 10.0.2.10 | awk -F/ '/^rtt/ {print $5}')
+  # Median of 500 echo round trips: robust to the scheduling outliers of a shared machine.
+  rtt=$(ip netns exec $P-web ping -c 500 -i 0.002 10.0.2.10 | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | median)
   local cpu_f="-" cpu_s="-"
   if [ -f "$WORK/cpu.$key" ]; then
     cpu_f=$(awk '{print $1}' "$WORK/cpu.$key" | median); cpu_s=$(awk '{print $2}' "$WORK/cpu.$key" | median)
@@ -189,11 +199,17 @@ print(int((e["packets"]-e["lost_packets"])/e["seconds"]))' "$WORK/udp.json")")
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); load before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; kernel $(uname -r)"
 echo
-echo "| path | TCP Gb/s median (spread) | UDP 64 B pkt/s median (spread) | ping RTT avg ms | fwd CPU ns/frame | fwd CPU ns/segment |"
+echo "| path | TCP Gb/s median (spread) | UDP 64 B pkt/s median (spread) | ping RTT median ms | fwd CPU ns/frame | fwd CPU ns/segment |"
 echo "|---|---|---|---|---|---|"
-setup_kernel; measure "(a) kernel + nftables"; cleanup
-setup_vpcfw "$WORK/bench" --null; measure "(b) null TAP forwarder"; cleanup
-setup_vpcfw "$WORK/bench"; measure "(c) vpcfw three-tier"; cleanup
-setup_vpcfw "$WORK/bench960"; measure "(d) vpcfw 960 SG rules/ENI"; cleanup
+on() { case " $PATHS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if on a; then setup_kernel; measure "(a) kernel + nftables"; cleanup; fi
+if on b; then setup_vpcfw "$WORK/bench" --null; measure "(b) null TAP forwarder"; cleanup; fi
+if on c; then setup_vpcfw "$WORK/bench"; measure "(c) vpcfw three-tier"; cleanup; fi
+if on d; then setup_vpcfw "$WORK/bench960"; measure "(d) vpcfw 960 SG rules/ENI"; cleanup; fi
+if [ "$MQ" = 1 ]; then
+  PAR=$STREAMS
+  setup_vpcfw "$WORK/bench"; measure "(c) -P $STREAMS, 1 worker"; cleanup
+  setup_vpcfw "$WORK/bench" --workers "$WORKERS"; measure "(c) -P $STREAMS, $WORKERS workers"; cleanup
+fi
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

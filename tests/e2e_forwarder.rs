@@ -358,10 +358,22 @@ fn blackholed_destination_is_dropped_at_the_route_step() {
 
 #[test]
 fn allowance_under_a_burst_keeps_established_connections() {
+    allowance_under_a_burst("e", 1);
+}
+
+/// With two workers (two queues per TAP device) the allowance is still exact: the workers
+/// share one engine, whichever queue the kernel steers each connection to.
+#[test]
+fn allowance_under_a_burst_is_exact_with_two_workers() {
+    allowance_under_a_burst("g", 2);
+}
+
+fn allowance_under_a_burst(tag: &str, workers: usize) {
     const ALLOWANCE: u32 = 6;
     let mut cfg = RunConfig::new(Vec::new());
     cfg.allowance = Some(ALLOWANCE);
-    let Some((mut r, dir)) = start("e", cfg) else {
+    cfg.workers = workers;
+    let Some((mut r, dir)) = start(tag, cfg) else {
         return;
     };
     let _servers = [
@@ -578,4 +590,77 @@ fn payload_inspection_blocks_the_imds_ssrf_request_and_its_flow() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&rules_dir);
+}
+
+/// Two workers, each servicing one queue of every (multi-queue) TAP device: many connections
+/// at once, spread by the kernel over both queues, all pass with their stateful replies, and
+/// the flow log and counters add up across the workers.
+#[test]
+fn two_workers_share_the_flows_and_one_engine() {
+    const CONNECTIONS: usize = 32;
+    let mut cfg = RunConfig::new(Vec::new());
+    cfg.workers = 2;
+    let Some((mut r, dir)) = start("h", cfg) else {
+        return;
+    };
+    let _servers = [
+        Server::tcp(&r.ns("app0"), sa("10.0.2.10:8080")).unwrap(),
+        Server::tcp(&r.ns("db"), sa("10.0.3.20:5432")).unwrap(),
+        Server::udp(&r.ns("inet"), sa("10.0.0.2:53")).unwrap(),
+    ];
+    let (web, app0, db) = (r.ns("web"), r.ns("app0"), r.ns("db"));
+    let results = bounded(Duration::from_secs(60), move || {
+        let mut handles: Vec<_> = (0..CONNECTIONS)
+            .map(|i| {
+                let (web, app0) = (web.clone(), app0.clone());
+                std::thread::spawn(move || {
+                    if i % 2 == 0 {
+                        lab::tcp_exchange(&web, sa("10.0.1.10:0"), sa("10.0.2.10:8080"), T)
+                    } else {
+                        lab::tcp_exchange(&app0, sa("10.0.2.10:0"), sa("10.0.3.20:5432"), T)
+                    }
+                })
+            })
+            .collect();
+        let w = web.clone();
+        handles.push(std::thread::spawn(move || {
+            lab::udp_exchange(&w, sa("10.0.1.10:0"), sa("10.0.0.2:53"), T)
+        }));
+        // Still denied, whichever worker sees it: the db's outbound rules are empty.
+        handles.push(std::thread::spawn(move || {
+            lab::tcp_exchange(&db, sa("10.0.3.20:0"), sa("10.0.2.10:8080"), T)
+        }));
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let (denied, passed) = results.split_last().unwrap();
+    assert!(passed.iter().all(|o| *o == Observed::Passed), "{results:?}");
+    assert_eq!(*denied, Observed::TimedOut);
+    let fwd = r.stop().unwrap();
+    assert_eq!(fwd.workers(), 2);
+    let per_worker = fwd.worker_stats();
+    assert!(
+        per_worker.iter().all(|w| w.rx_frames > 0),
+        "the kernel left a queue unused over {CONNECTIONS} connections: {per_worker:?}"
+    );
+    let io = fwd.io_stats();
+    assert_eq!(
+        io.rx_frames,
+        per_worker.iter().map(|w| w.rx_frames).sum::<u64>()
+    );
+    let st = fwd.firewall().stats();
+    assert_eq!(st.packets, st.accepted + st.rejected.iter().sum::<u64>());
+    // Every reply of the db came back by connection tracking, at whichever worker.
+    let t = trace(&dir);
+    let replies: Vec<&Value> = t
+        .iter()
+        .filter(|x| x["src"] == "10.0.3.20" && x["sport"] == 5432)
+        .collect();
+    assert!(replies.len() >= CONNECTIONS / 2, "{}", replies.len());
+    assert!(replies.iter().all(|x| x["action"] == "ACCEPT"));
+    let log = std::fs::read_to_string(dir.join("flow.log")).unwrap();
+    assert!(log.lines().any(|l| l.ends_with("ACCEPT OK")), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -901,6 +901,11 @@ struct RunArgs {
     /// there is one.
     #[arg(long, value_name = "FILE")]
     inspection: Option<PathBuf>,
+    /// Worker threads; above 1 every TAP device gets one queue per worker (multi-queue), and
+    /// the kernel spreads flows over the queues by a symmetric flow hash.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
 }
 
 #[cfg(target_os = "linux")]
@@ -942,6 +947,7 @@ fn run(args: RunArgs) -> ExitCode {
     cfg.trace = args.trace;
     cfg.null = args.null;
     cfg.inspection = args.inspection;
+    cfg.workers = usize::from(args.workers);
     if args.no_vnet_hdr {
         cfg.tap.vnet_hdr = false;
         cfg.tap.offload = false;
@@ -961,10 +967,11 @@ fn run(args: RunArgs) -> ExitCode {
             Attach::Internet => "internet",
         };
         eprintln!(
-            "vpcfw: {} -> {what} (vnet_hdr {}, offloads {:#x})",
+            "vpcfw: {} -> {what} (vnet_hdr {}, offloads {:#x}, queues {})",
             tap.name(),
             tap.vnet_hdr(),
-            tap.offloads()
+            tap.offloads(),
+            fwd.workers()
         );
     }
     if !args.null {

@@ -1,9 +1,11 @@
-//! The forwarder's I/O loop (`vpcfw run`): one TAP device per port, epoll, bursts of up to
-//! [`BURST`] frames per device, the [`Router`] and the [`Firewall`] in between, flow logs,
-//! a verdict trace, Prometheus metrics on a loopback port, and atomic reloads.
+//! The forwarder's I/O loops (`vpcfw run`): one TAP device per port, with one queue per worker
+//! thread (`IFF_MULTI_QUEUE`); each worker waits on its queues with epoll, reads bursts of up
+//! to [`BURST`] frames, routes and judges a burst with the shared [`Router`] and [`Firewall`]
+//! under one lock, then writes the frames on. The calling thread handles signals, atomic
+//! reloads, flow-log intervals and the Prometheus metrics on a loopback port.
 //!
-//! Buffers are allocated once at start; the loop itself does not allocate per frame (the
-//! optional flow log and trace do, per record and per line).
+//! Buffers are allocated once at start; the loops do not allocate per frame (the optional
+//! flow log and trace do, per record and per line).
 
 use super::{Attach, DropReason, Outcome, Router};
 use crate::aws;
@@ -21,7 +23,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 /// Frames read from one device before they are processed and sent on.
@@ -54,6 +56,9 @@ pub struct RunConfig {
     pub inspection: Option<PathBuf>,
     /// TAP options (virtio-net header, offloads, multi-queue).
     pub tap: TapOptions,
+    /// Worker threads, each servicing one queue of every TAP device (1 to [`MAX_WORKERS`];
+    /// above 1 the devices are opened multi-queue).
+    pub workers: usize,
 }
 
 impl RunConfig {
@@ -70,6 +75,7 @@ impl RunConfig {
             null: false,
             inspection: None,
             tap: TapOptions::default(),
+            workers: 1,
         }
     }
 }
@@ -79,9 +85,21 @@ enum Request {
 }
 
 struct Shared {
+    /// Wakes the control thread (requests, stop).
     wake: EventFd,
+    /// Readable once the forwarder stops (never drained): wakes every worker.
+    halt: EventFd,
     stop: AtomicBool,
     requests: Mutex<Vec<Request>>,
+}
+
+impl Shared {
+    /// Stops the workers and the control thread.
+    fn halt(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake.notify();
+        self.halt.notify();
+    }
 }
 
 /// A handle to a running forwarder, usable from any thread.
@@ -91,8 +109,7 @@ pub struct Control(Arc<Shared>);
 impl Control {
     /// Asks the loop to stop; [`Forwarder::run`] then flushes and returns.
     pub fn stop(&self) {
-        self.0.stop.store(true, Ordering::SeqCst);
-        self.0.wake.notify();
+        self.0.halt();
     }
 
     /// Reloads the snapshot directory `dir` (the configured one when `None`) and its
@@ -178,6 +195,21 @@ pub struct IoStats {
     pub reload_failures: u64,
 }
 
+impl IoStats {
+    /// Adds `o`'s counters to these.
+    pub fn add(&mut self, o: &IoStats) {
+        self.rx_frames += o.rx_frames;
+        self.rx_bytes += o.rx_bytes;
+        self.rx_segments += o.rx_segments;
+        self.tx_frames += o.tx_frames;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_errors += o.tx_errors;
+        self.rx_errors += o.rx_errors;
+        self.reloads += o.reloads;
+        self.reload_failures += o.reload_failures;
+    }
+}
+
 /// Inspection counters of the inspectors replaced by reloads, so the totals the forwarder
 /// reports never go back: per (rule name, action), gaps, retransmissions.
 #[derive(Clone, Debug, Default)]
@@ -226,39 +258,313 @@ impl InspectCarry {
     }
 }
 
-/// The forwarder: devices open, ready to [`run`](Forwarder::run).
-pub struct Forwarder {
+/// Room for one reply frame (an ARP reply or a Neighbor Advertisement), virtio-net header
+/// included.
+const REPLY_ROOM: usize = 256;
+
+/// Most workers: a multi-queue TAP device has at most 256 queues.
+pub const MAX_WORKERS: usize = 256;
+
+/// Locks the core; a worker that panicked while holding it left it whole (every update under
+/// the lock is a counter or a table operation that completes), so the poison is ignored.
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What every worker shares, behind one mutex taken once per burst: the router, the firewall
+/// (so connection tracking, the per-instance allowance and fragment records stay exact however
+/// the kernel spreads flows over queues), the flow log, the trace and the counters. Reading
+/// and writing frames, the system calls that take nearly all of the forwarder's time, happen
+/// outside it.
+struct Core {
     router: Router,
     fw: Firewall,
-    taps: Vec<Tap>,
+    inspect_carry: InspectCarry,
+    flow: Option<(FlowLog, BufWriter<File>)>,
+    flow_current: u64,
+    trace: Option<BufWriter<File>>,
+    /// Reloads applied and failed (the frame counters are the workers').
+    reloads: IoStats,
+    /// Each worker's I/O counters as of its latest burst.
+    workers: Vec<IoStats>,
+}
+
+impl Core {
+    fn io(&self) -> IoStats {
+        let mut t = self.reloads;
+        for w in &self.workers {
+            t.add(w);
+        }
+        t
+    }
+}
+
+/// The forwarder's clock: monotonic, but starting at the wall-clock time, so flow-log records
+/// carry Unix times.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    start: Instant,
+    /// Unix time at `start`, nanoseconds.
+    epoch: u64,
+}
+
+impl Clock {
+    fn now(&self) -> Time {
+        Time(self.epoch + self.start.elapsed().as_nanos() as u64)
+    }
+}
+
+/// What to do with a frame once the core is released.
+#[derive(Clone, Copy, Debug)]
+enum Plan {
+    Nothing,
+    Forward(u16),
+    Reply(usize),
+}
+
+/// What the workers read while they run.
+struct Ctx<'a> {
+    core: &'a Mutex<Core>,
+    shared: &'a Shared,
     vnet: bool,
-    epoll: Epoll,
+    clock: Clock,
+}
+
+/// One worker: one queue of every device, its frame buffers and its I/O counters.
+struct Worker {
+    index: usize,
+    taps: Vec<Tap>,
+    bufs: Vec<Box<[u8]>>,
+    lens: [usize; BURST],
+    plan: [Plan; BURST],
+    replies: Box<[u8]>,
+    io: IoStats,
+}
+
+impl Worker {
+    fn new(index: usize, taps: Vec<Tap>) -> Worker {
+        Worker {
+            index,
+            taps,
+            bufs: (0..BURST)
+                .map(|_| vec![0u8; FRAME_ROOM].into_boxed_slice())
+                .collect(),
+            lens: [0; BURST],
+            plan: [Plan::Nothing; BURST],
+            replies: vec![0u8; BURST * REPLY_ROOM].into_boxed_slice(),
+            io: IoStats::default(),
+        }
+    }
+
+    /// Services this worker's queues until the forwarder stops. On an error the whole
+    /// forwarder stops.
+    fn run(&mut self, ctx: &Ctx) -> io::Result<()> {
+        let r = self.serve(ctx);
+        lock(ctx.core).workers[self.index] = self.io;
+        if r.is_err() {
+            ctx.shared.halt();
+        }
+        r
+    }
+
+    fn serve(&mut self, ctx: &Ctx) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let epoll = Epoll::new()?;
+        let n = self.taps.len() as u64;
+        for (i, t) in self.taps.iter().enumerate() {
+            epoll.add(t.as_raw_fd(), i as u64)?;
+        }
+        epoll.add(ctx.shared.halt.as_raw_fd(), n)?;
+        let mut events = EpollEvents::with_capacity(self.taps.len() + 1);
+        while !ctx.shared.stop.load(Ordering::SeqCst) {
+            epoll.wait(&mut events, Some(Duration::from_millis(250)))?;
+            for token in events.tokens() {
+                if token < n {
+                    self.service(ctx, token as u16);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a burst from this worker's queue of port `port`; routes and judges it with the
+    /// core locked once; then sends it on.
+    fn service(&mut self, ctx: &Ctx, port: u16) {
+        let now = ctx.clock.now();
+        let tap = &self.taps[usize::from(port)];
+        let mut n = 0;
+        while n < BURST {
+            match tap.recv(&mut self.bufs[n]) {
+                Ok(len) => {
+                    self.lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.io.rx_errors += 1;
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        let off = if ctx.vnet { VNET_HDR_LEN } else { 0 };
+        {
+            let mut guard = lock(ctx.core);
+            let core = &mut *guard;
+            for i in 0..n {
+                self.plan[i] = Plan::Nothing;
+                let len = self.lens[i];
+                let buf = &mut self.bufs[i][..len];
+                if len < off {
+                    core.router.count_drop(DropReason::Malformed);
+                    continue;
+                }
+                let frame_len = len - off;
+                self.io.rx_frames += 1;
+                self.io.rx_bytes += frame_len as u64;
+                let mut segments = 1;
+                let mut gso_hdr_len = 0;
+                if ctx.vnet {
+                    match VirtioNetHdr::parse(buf).and_then(|h| h.check(frame_len).map(|()| h)) {
+                        Ok(h) => {
+                            segments = h.segments(frame_len);
+                            gso_hdr_len = usize::from(h.hdr_len);
+                        }
+                        Err(_) => {
+                            core.router.count_drop(DropReason::Malformed);
+                            continue;
+                        }
+                    }
+                }
+                self.io.rx_segments += u64::from(segments);
+                let (_, frame) = buf.split_at_mut(off);
+                let reply = &mut self.replies[i * REPLY_ROOM..(i + 1) * REPLY_ROOM];
+                let h = core
+                    .router
+                    .handle(&mut core.fw, now, port, frame, &mut reply[off..]);
+                if let Some((pkt, v)) = &h.judged {
+                    if let Some((log, out)) = &mut core.flow {
+                        // A super-frame stands for `segments` wire packets, each with its own
+                        // copy of the headers (Ethernet excluded: `pkt.len` is the IP length).
+                        let l2 = frame_len.saturating_sub(pkt.len as usize);
+                        let extra =
+                            (u64::from(segments) - 1) * gso_hdr_len.saturating_sub(l2) as u64;
+                        let bytes = u64::from(pkt.len) + extra;
+                        // A failed write is reported at the next flush; the frame is not held
+                        // up.
+                        let _ = log.record_counted(
+                            core.fw.policy(),
+                            now,
+                            pkt,
+                            v,
+                            u64::from(segments),
+                            bytes,
+                            out,
+                        );
+                    }
+                    if let Some(t) = &mut core.trace {
+                        let name = &core.router.ports()[usize::from(port)].name;
+                        let line =
+                            trace_line(core.fw.policy(), core.fw.inspector(), now, name, pkt, v);
+                        let _ = writeln!(t, "{line}");
+                    }
+                }
+                self.plan[i] = match h.outcome {
+                    Outcome::Forward(out) => Plan::Forward(out),
+                    Outcome::Reply(rlen) => Plan::Reply(rlen),
+                    Outcome::Drop(_) => Plan::Nothing,
+                };
+            }
+            // The sends of the previous burst are counted from here.
+            core.workers[self.index] = self.io;
+        }
+        for i in 0..n {
+            match self.plan[i] {
+                Plan::Forward(out) => {
+                    let whole = &self.bufs[i][..self.lens[i]];
+                    if self.taps[usize::from(out)].send(whole).is_ok() {
+                        self.io.tx_frames += 1;
+                        self.io.tx_bytes += (whole.len() - off) as u64;
+                    } else {
+                        self.io.tx_errors += 1;
+                    }
+                }
+                Plan::Reply(rlen) => {
+                    let reply = &mut self.replies[i * REPLY_ROOM..(i + 1) * REPLY_ROOM];
+                    reply[..off].fill(0);
+                    if self.taps[usize::from(port)]
+                        .send(&reply[..off + rlen])
+                        .is_ok()
+                    {
+                        self.io.tx_frames += 1;
+                        self.io.tx_bytes += rlen as u64;
+                    } else {
+                        self.io.tx_errors += 1;
+                    }
+                }
+                Plan::Nothing => {}
+            }
+        }
+    }
+}
+
+/// The forwarder's firewall, borrowed from a [`Forwarder`] (its workers wait meanwhile).
+pub struct FirewallRef<'a>(MutexGuard<'a, Core>);
+
+impl std::ops::Deref for FirewallRef<'_> {
+    type Target = Firewall;
+    fn deref(&self) -> &Firewall {
+        &self.0.fw
+    }
+}
+
+/// The forwarder's router, borrowed from a [`Forwarder`] (its workers wait meanwhile).
+pub struct RouterRef<'a>(MutexGuard<'a, Core>);
+
+impl std::ops::Deref for RouterRef<'_> {
+    type Target = Router;
+    fn deref(&self) -> &Router {
+        &self.0.router
+    }
+}
+
+/// The forwarder: devices open, ready to [`run`](Forwarder::run).
+///
+/// With [`RunConfig::workers`] above one, every TAP device is opened with that many queues
+/// (`IFF_MULTI_QUEUE`) and each worker thread services one queue of every device. The
+/// kernel's tun driver spreads the flows a namespace sends over the queues by a symmetric flow
+/// hash (and sends a flow's later packets to the queue last written for it), so a flow's two
+/// directions normally meet at one worker; the workers nevertheless share one engine, so the
+/// verdicts are those of SPEC whichever worker a packet reaches.
+pub struct Forwarder {
+    core: Mutex<Core>,
+    workers: Vec<Worker>,
+    vnet: bool,
     shared: Arc<Shared>,
     snapshot: Option<PathBuf>,
     inspection: Option<PathBuf>,
     /// The firewall is bypassed (no inspection rules are loaded).
     null: bool,
-    inspect_carry: InspectCarry,
-    flow: Option<(FlowLog, BufWriter<File>)>,
     flow_interval: u64,
-    flow_current: u64,
-    trace: Option<BufWriter<File>>,
     metrics: Option<MetricsText>,
-    io: IoStats,
-    start: Instant,
-    /// Unix time at `start`, nanoseconds: the clock the firewall and flow logs see is
-    /// monotonic but starts at the wall-clock time, so flow-log records carry Unix times.
-    epoch: u64,
-    bufs: Vec<Box<[u8]>>,
-    lens: [usize; BURST],
-    reply: Box<[u8]>,
+    clock: Clock,
 }
 
 impl Forwarder {
-    /// Opens every TAP device of `cfg` (in the calling thread's network namespace), sets the
-    /// peer MAC addresses, loads the inspection rules ([`RunConfig::inspection`], compiled
-    /// against `policy`), opens the flow log and trace files and starts the metrics thread.
+    /// Opens every TAP device of `cfg` (in the calling thread's network namespace; one queue
+    /// per worker), sets the peer MAC addresses, loads the inspection rules
+    /// ([`RunConfig::inspection`], compiled against `policy`), opens the flow log and trace
+    /// files and starts the metrics thread.
     pub fn open(cfg: &RunConfig, policy: CompiledPolicy) -> Result<Forwarder, String> {
+        if !(1..=MAX_WORKERS).contains(&cfg.workers) {
+            return Err(format!(
+                "{} workers: expected 1 to {MAX_WORKERS}",
+                cfg.workers
+            ));
+        }
         let inspector = if cfg.null {
             None
         } else {
@@ -267,17 +573,29 @@ impl Forwarder {
         };
         let mut router = Router::new(&policy, cfg.ports.clone())?;
         router.set_bypass(cfg.null);
-        let mut taps = Vec::with_capacity(cfg.ports.len());
-        for (i, (name, _)) in cfg.ports.iter().enumerate() {
-            let tap = Tap::open(name, cfg.tap).map_err(|e| format!("TAP {name}: {e}"))?;
-            tap.set_mac(router.ports()[i].peer_mac)
-                .map_err(|e| format!("TAP {name}: {e}"))?;
-            taps.push(tap);
+        let mut opts = cfg.tap;
+        opts.multi_queue |= cfg.workers > 1;
+        let mut workers: Vec<Worker> = Vec::with_capacity(cfg.workers);
+        for w in 0..cfg.workers {
+            let mut taps = Vec::with_capacity(cfg.ports.len());
+            for (i, (name, _)) in cfg.ports.iter().enumerate() {
+                // Later queues attach to the device the first one created.
+                let name = workers
+                    .first()
+                    .map_or(name.as_str(), |w0| w0.taps[i].name());
+                let tap = Tap::open(name, opts).map_err(|e| format!("TAP {name}: {e}"))?;
+                if w == 0 {
+                    tap.set_mac(router.ports()[i].peer_mac)
+                        .map_err(|e| format!("TAP {name}: {e}"))?;
+                }
+                taps.push(tap);
+            }
+            workers.push(Worker::new(w, taps));
         }
         let io_err = |what: &str, e: io::Error| format!("{what}: {e}");
-        let epoll = Epoll::new().map_err(|e| io_err("epoll", e))?;
         let shared = Arc::new(Shared {
             wake: EventFd::new().map_err(|e| io_err("eventfd", e))?,
+            halt: EventFd::new().map_err(|e| io_err("eventfd", e))?,
             stop: AtomicBool::new(false),
             requests: Mutex::new(Vec::new()),
         });
@@ -298,11 +616,18 @@ impl Forwarder {
         let mut fw = Firewall::new(policy, cfg.allowance);
         fw.set_inspector(inspector);
         Ok(Forwarder {
-            router,
-            fw,
+            core: Mutex::new(Core {
+                router,
+                fw,
+                inspect_carry: InspectCarry::default(),
+                flow,
+                flow_current: 0,
+                trace,
+                reloads: IoStats::default(),
+                workers: vec![IoStats::default(); cfg.workers],
+            }),
+            workers,
             vnet: cfg.tap.vnet_hdr,
-            taps,
-            epoll,
             shared,
             snapshot: cfg.snapshot.clone(),
             inspection: if cfg.null {
@@ -311,28 +636,25 @@ impl Forwarder {
                 cfg.inspection.clone()
             },
             null: cfg.null,
-            inspect_carry: InspectCarry::default(),
-            flow,
             flow_interval: u64::from(cfg.flow_log_interval.max(1)),
-            flow_current: 0,
-            trace,
             metrics,
-            io: IoStats::default(),
-            start: Instant::now(),
-            epoch: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
-            bufs: (0..BURST)
-                .map(|_| vec![0u8; FRAME_ROOM].into_boxed_slice())
-                .collect(),
-            lens: [0; BURST],
-            reply: vec![0u8; 256].into_boxed_slice(),
+            clock: Clock {
+                start: Instant::now(),
+                epoch: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+            },
         })
     }
 
-    /// The TAP devices, by port number.
+    /// The TAP devices (the first worker's queue of each), by port number.
     pub fn taps(&self) -> &[Tap] {
-        &self.taps
+        &self.workers[0].taps
+    }
+
+    /// The number of workers (queues per device).
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 
     /// A handle to stop or reload the forwarder from another thread.
@@ -341,60 +663,99 @@ impl Forwarder {
     }
 
     /// The firewall (counters, live entries).
-    pub fn firewall(&self) -> &Firewall {
-        &self.fw
+    pub fn firewall(&self) -> FirewallRef<'_> {
+        FirewallRef(lock(&self.core))
     }
 
     /// The router (ports, counters).
-    pub fn router(&self) -> &Router {
-        &self.router
+    pub fn router(&self) -> RouterRef<'_> {
+        RouterRef(lock(&self.core))
     }
 
-    /// The I/O counters.
+    /// The I/O counters, summed over the workers.
     pub fn io_stats(&self) -> IoStats {
-        self.io
+        lock(&self.core).io()
+    }
+
+    /// Each worker's I/O counters (as of its latest burst while running).
+    pub fn worker_stats(&self) -> Vec<IoStats> {
+        lock(&self.core).workers.clone()
     }
 
     /// The payload-inspection counters since start, summed over every rule set loaded (a
     /// reload does not reset them); `None` when no rules were ever loaded.
     pub fn inspection_counters(&self) -> Option<inspect::Counters> {
-        let current = self.fw.inspector().map(Inspector::counters);
-        self.inspect_carry.total(current.as_ref())
-    }
-
-    fn now(&self) -> Time {
-        Time(self.epoch + self.start.elapsed().as_nanos() as u64)
+        inspection_counters(&lock(&self.core))
     }
 
     /// Runs until [`Control::stop`] or (with `signals`) SIGINT/SIGTERM; SIGHUP reloads the
-    /// configured snapshot. Flushes the flow log and the trace before returning.
+    /// configured snapshot. The workers run on threads of their own; the calling thread
+    /// handles signals, reloads, flow-log intervals and metrics. Flushes the flow log and the
+    /// trace before returning.
     pub fn run(&mut self, signals: Option<&SignalFd>) -> io::Result<()> {
-        let n = self.taps.len() as u64;
-        for (i, t) in self.taps.iter().enumerate() {
-            self.epoll
-                .add(std::os::fd::AsRawFd::as_raw_fd(t), i as u64)?;
-        }
-        self.epoll
-            .add(std::os::fd::AsRawFd::as_raw_fd(&self.shared.wake), n)?;
+        let mut workers = std::mem::take(&mut self.workers);
+        let ctx = Ctx {
+            core: &self.core,
+            shared: &self.shared,
+            vnet: self.vnet,
+            clock: self.clock,
+        };
+        let ctx = &ctx;
+        let result = std::thread::scope(|s| {
+            let mut handles = Vec::with_capacity(workers.len());
+            let mut result = Ok(());
+            for w in workers.iter_mut() {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("vpcfw-worker-{}", w.index))
+                    .spawn_scoped(s, move || w.run(ctx));
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if result.is_ok() {
+                result = self.control_loop(signals);
+            }
+            self.shared.halt();
+            for h in handles {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a forwarder worker panicked")));
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        });
+        self.workers = workers;
+        let flushed = self.finish();
+        result.and(flushed)
+    }
+
+    /// The calling thread's part of [`run`](Self::run): signals, requests, periodic work.
+    fn control_loop(&self, signals: Option<&SignalFd>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let epoll = Epoll::new()?;
+        epoll.add(self.shared.wake.as_raw_fd(), 0)?;
         if let Some(s) = signals {
-            self.epoll.add(std::os::fd::AsRawFd::as_raw_fd(s), n + 1)?;
+            epoll.add(s.as_raw_fd(), 1)?;
         }
-        let mut events = EpollEvents::with_capacity(self.taps.len() + 2);
+        let mut events = EpollEvents::with_capacity(2);
         let mut last_publish = Instant::now();
         self.publish();
         while !self.shared.stop.load(Ordering::SeqCst) {
-            self.epoll
-                .wait(&mut events, Some(Duration::from_millis(250)))?;
+            epoll.wait(&mut events, Some(Duration::from_millis(250)))?;
             for token in events.tokens() {
-                if token < n {
-                    self.service(token as u16);
-                } else if token == n {
+                if token == 0 {
                     self.shared.wake.drain();
                     self.requests();
                 } else {
                     while let Some(sig) = signals.and_then(SignalFd::read) {
                         match sig {
-                            Signal::Stop => self.shared.stop.store(true, Ordering::SeqCst),
+                            Signal::Stop => self.shared.halt(),
                             Signal::Hangup => {
                                 if let Err(e) = self.reload(None) {
                                     eprintln!(
@@ -411,40 +772,48 @@ impl Forwarder {
                 self.tick()?;
             }
         }
-        self.finish()
+        Ok(())
     }
 
     /// Periodic work: flow-log intervals, file flushes, metrics.
-    fn tick(&mut self) -> io::Result<()> {
-        let secs = self.now().0 / 1_000_000_000;
+    fn tick(&self) -> io::Result<()> {
+        let secs = self.clock.now().0 / 1_000_000_000;
         let interval = secs / self.flow_interval;
-        if let Some((log, out)) = &mut self.flow
-            && interval != self.flow_current
         {
-            log.flush(self.fw.policy(), out)?;
-            out.flush()?;
-        }
-        self.flow_current = interval;
-        if let Some(t) = &mut self.trace {
-            t.flush()?;
-        }
-        self.publish();
-        Ok(())
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        if let Some((log, out)) = &mut self.flow {
-            log.flush(self.fw.policy(), out)?;
-            out.flush()?;
-        }
-        if let Some(t) = &mut self.trace {
-            t.flush()?;
+            let mut guard = lock(&self.core);
+            let core = &mut *guard;
+            if let Some((log, out)) = &mut core.flow
+                && interval != core.flow_current
+            {
+                log.flush(core.fw.policy(), out)?;
+                out.flush()?;
+            }
+            core.flow_current = interval;
+            if let Some(t) = &mut core.trace {
+                t.flush()?;
+            }
         }
         self.publish();
         Ok(())
     }
 
-    fn requests(&mut self) {
+    fn finish(&self) -> io::Result<()> {
+        {
+            let mut guard = lock(&self.core);
+            let core = &mut *guard;
+            if let Some((log, out)) = &mut core.flow {
+                log.flush(core.fw.policy(), out)?;
+                out.flush()?;
+            }
+            if let Some(t) = &mut core.trace {
+                t.flush()?;
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn requests(&self) {
         let pending: Vec<Request> = match self.shared.requests.lock() {
             Ok(mut q) => std::mem::take(&mut *q),
             Err(_) => return,
@@ -466,8 +835,9 @@ impl Forwarder {
 
     /// Loads `dir` (or the configured snapshot) and its inspection rules (the configured
     /// file, else `dir/inspection.json` if present), compiled against the new policy, and
-    /// swaps both in atomically between bursts. If either fails to load, neither changes.
-    fn reload(&mut self, dir: Option<&Path>) -> Result<(), String> {
+    /// swaps both in atomically between bursts (the workers keep forwarding under the old
+    /// policy while the new one compiles). If either fails to load, neither changes.
+    fn reload(&self, dir: Option<&Path>) -> Result<(), String> {
         let dir = match dir.or(self.snapshot.as_deref()) {
             Some(d) => d.to_path_buf(),
             None => return Err("no snapshot directory to reload".into()),
@@ -481,153 +851,70 @@ impl Forwarder {
             };
             Ok((policy, insp))
         });
+        let mut guard = lock(&self.core);
+        let core = &mut *guard;
         let (policy, inspector) = match loaded {
             Ok(p) => p,
             Err(e) => {
-                self.io.reload_failures += 1;
+                core.reloads.reload_failures += 1;
                 return Err(e);
             }
         };
         // Every port's ENI must still exist, or the reload is refused as a whole.
-        let mut check = self.router.clone();
+        let mut check = core.router.clone();
         let gone = check.reload(&policy);
         if !gone.is_empty() {
-            self.io.reload_failures += 1;
+            core.reloads.reload_failures += 1;
             return Err(format!(
                 "{}: the network interfaces of ports {} are not in the new snapshot",
                 dir.display(),
                 gone.join(", ")
             ));
         }
-        if let Some((log, out)) = &mut self.flow {
+        if let Some((log, out)) = &mut core.flow {
             // Records name ENIs of the policy they were made under.
-            log.flush(self.fw.policy(), out)
+            log.flush(core.fw.policy(), out)
                 .map_err(|e| format!("flow log: {e}"))?;
         }
-        self.router.reload(&policy);
-        if let Some(old) = self.fw.inspector() {
-            self.inspect_carry.add(&old.counters());
+        core.router.reload(&policy);
+        if let Some(old) = core.fw.inspector() {
+            core.inspect_carry.add(&old.counters());
         }
-        self.fw.reload(policy);
-        self.fw.set_inspector(inspector);
-        self.io.reloads += 1;
+        core.fw.reload(policy);
+        core.fw.set_inspector(inspector);
+        core.reloads.reloads += 1;
         eprintln!(
             "vpcfw: reloaded {}; {}",
             dir.display(),
-            describe_inspection(self.fw.inspector())
+            describe_inspection(core.fw.inspector())
         );
         Ok(())
-    }
-
-    /// Reads a burst from port `port`, routes it and sends it on.
-    fn service(&mut self, port: u16) {
-        let now = self.now();
-        let tap = &self.taps[usize::from(port)];
-        let mut n = 0;
-        while n < BURST {
-            match tap.recv(&mut self.bufs[n]) {
-                Ok(len) => {
-                    self.lens[n] = len;
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.io.rx_errors += 1;
-                    break;
-                }
-            }
-        }
-        let off = if self.vnet { VNET_HDR_LEN } else { 0 };
-        for i in 0..n {
-            let len = self.lens[i];
-            let buf = &mut self.bufs[i][..len];
-            if len < off {
-                self.router.count_drop(DropReason::Malformed);
-                continue;
-            }
-            let frame_len = len - off;
-            self.io.rx_frames += 1;
-            self.io.rx_bytes += frame_len as u64;
-            let mut segments = 1;
-            let mut gso_hdr_len = 0;
-            if self.vnet {
-                match VirtioNetHdr::parse(buf).and_then(|h| h.check(frame_len).map(|()| h)) {
-                    Ok(h) => {
-                        segments = h.segments(frame_len);
-                        gso_hdr_len = usize::from(h.hdr_len);
-                    }
-                    Err(_) => {
-                        self.router.count_drop(DropReason::Malformed);
-                        continue;
-                    }
-                }
-            }
-            self.io.rx_segments += u64::from(segments);
-            let (_, frame) = buf.split_at_mut(off);
-            let h = self
-                .router
-                .handle(&mut self.fw, now, port, frame, &mut self.reply[off..]);
-            if let Some((pkt, v)) = &h.judged {
-                if let Some((log, out)) = &mut self.flow {
-                    // A super-frame stands for `segments` wire packets, each with its own
-                    // copy of the headers (Ethernet excluded: `pkt.len` is the IP length).
-                    let l2 = frame_len.saturating_sub(pkt.len as usize);
-                    let extra = (u64::from(segments) - 1) * gso_hdr_len.saturating_sub(l2) as u64;
-                    let bytes = u64::from(pkt.len) + extra;
-                    // A failed write is reported at the next flush; the frame is not held up.
-                    let _ = log.record_counted(
-                        self.fw.policy(),
-                        now,
-                        pkt,
-                        v,
-                        u64::from(segments),
-                        bytes,
-                        out,
-                    );
-                }
-                if let Some(t) = &mut self.trace {
-                    let name = &self.router.ports()[usize::from(port)].name;
-                    let line = trace_line(self.fw.policy(), self.fw.inspector(), now, name, pkt, v);
-                    let _ = writeln!(t, "{line}");
-                }
-            }
-            match h.outcome {
-                Outcome::Forward(out) => {
-                    let whole = &self.bufs[i][..len];
-                    if self.taps[usize::from(out)].send(whole).is_ok() {
-                        self.io.tx_frames += 1;
-                        self.io.tx_bytes += frame_len as u64;
-                    } else {
-                        self.io.tx_errors += 1;
-                    }
-                }
-                Outcome::Reply(rlen) => {
-                    self.reply[..off].fill(0);
-                    if self.taps[usize::from(port)]
-                        .send(&self.reply[..off + rlen])
-                        .is_ok()
-                    {
-                        self.io.tx_frames += 1;
-                        self.io.tx_bytes += rlen as u64;
-                    } else {
-                        self.io.tx_errors += 1;
-                    }
-                }
-                Outcome::Drop(_) => {}
-            }
-        }
     }
 
     /// Renders the metrics text for the metrics thread.
     fn publish(&self) {
         let Some(m) = &self.metrics else { return };
-        let insp = self.inspection_counters();
-        let text = render_metrics(&self.fw, &self.router, &self.io, insp.as_ref());
+        let text = {
+            let core = lock(&self.core);
+            let insp = inspection_counters(&core);
+            render_metrics(
+                &core.fw,
+                &core.router,
+                &core.io(),
+                &core.workers,
+                insp.as_ref(),
+            )
+        };
         if let Ok(mut g) = m.lock() {
             *g = text;
         }
     }
+}
+
+/// The inspection counters of the current rules plus those carried over reloads.
+fn inspection_counters(core: &Core) -> Option<inspect::Counters> {
+    let current = core.fw.inspector().map(Inspector::counters);
+    core.inspect_carry.total(current.as_ref())
 }
 
 /// One trace line: the packet, where it came in, and the eval answer with its path (a
@@ -662,12 +949,14 @@ pub fn trace_line(
     o
 }
 
-/// The Prometheus text exposition of the counters; `inspection` are the payload-inspection
-/// counters to show ([`Forwarder::inspection_counters`]), if rules are or were loaded.
+/// The Prometheus text exposition of the counters: `io` summed over the workers, `workers`
+/// each worker's, and `inspection` the payload-inspection counters to show
+/// ([`Forwarder::inspection_counters`]), if rules are or were loaded.
 pub fn render_metrics(
     fw: &Firewall,
     router: &Router,
     io: &IoStats,
+    workers: &[IoStats],
     inspection: Option<&inspect::Counters>,
 ) -> String {
     let mut s = String::with_capacity(4096);
@@ -777,6 +1066,23 @@ pub fn render_metrics(
         "rx_errors_total",
         "Failed reads from TAP devices.",
         &one(io.rx_errors),
+    );
+    let per_worker = |f: fn(&IoStats) -> u64| -> Vec<(String, u64)> {
+        workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (format!("{{worker=\"{i}\"}}"), f(w)))
+            .collect()
+    };
+    counter(
+        "worker_rx_frames_total",
+        "Frames read from TAP devices, by worker (one queue of every device each).",
+        &per_worker(|w| w.rx_frames),
+    );
+    counter(
+        "worker_tx_frames_total",
+        "Frames written to TAP devices, by worker.",
+        &per_worker(|w| w.tx_frames),
     );
     counter(
         "reloads_total",

@@ -387,3 +387,15 @@ fn router_construction_checks_ports() {
         .is_err()
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_forwarder_needs_one_to_256_workers() {
+    for workers in [0, run::MAX_WORKERS + 1] {
+        let mut cfg = run::RunConfig::new(vec![("web".to_string(), Attach::Eni(WEB.into()))]);
+        cfg.workers = workers;
+        // Refused before any device is opened.
+        let err = run::Forwarder::open(&cfg, policy()).err().expect("refused");
+        assert_eq!(err, format!("{workers} workers: expected 1 to 256"));
+    }
+}
