@@ -219,18 +219,20 @@ struct InspectCarry {
     retransmissions: u64,
 }
 
+/// Adds each (rule name, action) count of `from` to the same rule's count in `into`, appending
+/// the rules `into` lacks.
+fn add_rule_counts(into: &mut Vec<(String, RuleAction, u64)>, from: &[(String, RuleAction, u64)]) {
+    for (name, action, n) in from {
+        match into.iter_mut().find(|(m, a, _)| m == name && a == action) {
+            Some(r) => r.2 += n,
+            None => into.push((name.clone(), *action, *n)),
+        }
+    }
+}
+
 impl InspectCarry {
     fn add(&mut self, c: &inspect::Counters) {
-        for (name, action, n) in &c.rules {
-            match self
-                .rules
-                .iter_mut()
-                .find(|(m, a, _)| m == name && a == action)
-            {
-                Some(r) => r.2 += n,
-                None => self.rules.push((name.clone(), *action, *n)),
-            }
-        }
+        add_rule_counts(&mut self.rules, &c.rules);
         self.gaps += c.gaps;
         self.retransmissions += c.retransmissions;
     }
@@ -242,16 +244,7 @@ impl InspectCarry {
             return None;
         }
         let mut out = current.cloned().unwrap_or_default();
-        for (name, action, n) in &self.rules {
-            match out
-                .rules
-                .iter_mut()
-                .find(|(m, a, _)| m == name && a == action)
-            {
-                Some(r) => r.2 += n,
-                None => out.rules.push((name.clone(), *action, *n)),
-            }
-        }
+        add_rule_counts(&mut out.rules, &self.rules);
         out.gaps += self.gaps;
         out.retransmissions += self.retransmissions;
         Some(out)
