@@ -203,8 +203,8 @@ fn tcp_udp_icmp_and_stateful_replies() {
     c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
     c.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
-    assert!(text.contains("vpcfw_packets_judged_total "), "{text}");
-    assert!(text.contains("vpcfw_arp_replies_total "), "{text}");
+    assert_metric(&text, "vpcfw_packets_judged_total ");
+    assert_metric(&text, "vpcfw_arp_replies_total ");
     let fwd = r.stop().unwrap();
     let t = trace(&dir);
     let syn_ack = t
@@ -431,6 +431,14 @@ fn snapshot_copy(to: &Path) -> PathBuf {
 }
 
 /// The metrics text served on `addr`.
+/// Fails with the whole metrics text unless it contains `sample`.
+fn assert_metric(text: &str, sample: &str) {
+    assert!(
+        text.contains(sample),
+        "no {sample:?} in the metrics:\n{text}"
+    );
+}
+
 fn scrape(addr: SocketAddr) -> String {
     let mut text = String::new();
     let mut c = TcpStream::connect_timeout(&addr, T).unwrap();
@@ -489,21 +497,16 @@ fn payload_inspection_blocks_the_imds_ssrf_request_and_its_flow() {
     // A new connection is not affected.
     assert_eq!(get(41003, &[CLEAN]), vec![Passed]);
     let text = scrape(metrics);
-    assert!(
-        text.contains("vpcfw_inspection_matches_total{rule=\"imds-ssrf\",action=\"block\"} 1\n"),
-        "{text}"
+    assert_metric(
+        &text,
+        "vpcfw_inspection_matches_total{rule=\"imds-ssrf\",action=\"block\"} 1\n",
     );
-    assert!(
-        text.contains(
-            "vpcfw_inspection_matches_total{rule=\"sqli-union-select\",action=\"count\"} 0\n"
-        ),
-        "{text}"
+    assert_metric(
+        &text,
+        "vpcfw_inspection_matches_total{rule=\"sqli-union-select\",action=\"count\"} 0\n",
     );
-    assert!(text.contains("vpcfw_inspection_gaps_total "), "{text}");
-    assert!(
-        text.contains("vpcfw_inspection_retransmissions_total "),
-        "{text}"
-    );
+    assert_metric(&text, "vpcfw_inspection_gaps_total ");
+    assert_metric(&text, "vpcfw_inspection_retransmissions_total ");
     let rejected = |text: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix("vpcfw_packets_rejected_total{stage=\"inspection\"} "))
@@ -532,15 +535,13 @@ fn payload_inspection_blocks_the_imds_ssrf_request_and_its_flow() {
     assert_eq!(get(41006, &[SSRF, PASSWD]), vec![Passed, TimedOut]);
     let text = scrape(metrics);
     // Counters survive the reload: the old rule's matches stay, the new rule's are added.
-    assert!(
-        text.contains("vpcfw_inspection_matches_total{rule=\"imds-ssrf\",action=\"block\"} 2\n"),
-        "{text}"
+    assert_metric(
+        &text,
+        "vpcfw_inspection_matches_total{rule=\"imds-ssrf\",action=\"block\"} 2\n",
     );
-    assert!(
-        text.contains(
-            "vpcfw_inspection_matches_total{rule=\"path-traversal\",action=\"block\"} 1\n"
-        ),
-        "{text}"
+    assert_metric(
+        &text,
+        "vpcfw_inspection_matches_total{rule=\"path-traversal\",action=\"block\"} 1\n",
     );
     let fwd = r.stop().unwrap();
     assert_eq!(fwd.io_stats().reload_failures, 1);
